@@ -1,0 +1,49 @@
+"""kubemr: MapReduce batch jobs on one machine or on Kubernetes.
+
+The public API::
+
+    import kubemr
+
+    class WordCount(kubemr.MapReduce):
+        combiner = kubemr.SUM
+        reducer = kubemr.SUM
+
+        def mapper(self, line):
+            for word in line.split():
+                yield word, 1
+"""
+
+from kubemr.api import map_reduce, run
+from kubemr.errors import (
+    BadRecordError,
+    InputError,
+    JobDefinitionError,
+    JobFailed,
+    KubemrError,
+    OutputError,
+)
+from kubemr.job import COUNT, MAX, MIN, SUM, Aggregate, MapReduce, MRStep
+from kubemr.keys import order_key, stable_hash
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "COUNT",
+    "MAX",
+    "MIN",
+    "SUM",
+    "Aggregate",
+    "BadRecordError",
+    "InputError",
+    "JobDefinitionError",
+    "JobFailed",
+    "KubemrError",
+    "MRStep",
+    "MapReduce",
+    "OutputError",
+    "__version__",
+    "map_reduce",
+    "order_key",
+    "run",
+    "stable_hash",
+]

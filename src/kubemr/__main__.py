@@ -1,0 +1,3 @@
+from kubemr.cli import main
+
+main()

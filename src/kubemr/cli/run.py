@@ -1,0 +1,148 @@
+"""``kubemr run``: a whole job on this machine."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from kubemr.errors import JobFailed, KubemrError
+from kubemr.loader import load_job_class
+from kubemr.progress import make_reporter
+from kubemr.runner import RunConfig, run_job
+from kubemr.sizes import format_size, parse_size
+
+
+class InputFormat(StrEnum):
+    text = "text"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+class OutputFormat(StrEnum):
+    jsonl = "jsonl"
+    tsv = "tsv"
+    text = "text"
+
+
+def _size(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def run(
+    job: Annotated[
+        str, typer.Argument(help="Job file (wc.py), wc.py:Class, or package.module:Class.")
+    ],
+    input: Annotated[
+        list[str],
+        typer.Option(
+            "--input",
+            "-i",
+            help="Input file, directory or glob (data/**/*.txt, s3://b/p/*.gz); repeatable.",
+        ),
+    ],
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Output directory (local or s3://).")
+    ],
+    reducers: Annotated[
+        int | None, typer.Option(help="Reduce tasks (default: one per worker; 0: map-only).", min=0)
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default: all cores).", min=1)
+    ] = None,
+    split_size: Annotated[
+        str | None,
+        typer.Option(
+            help="Bytes per map task, e.g. 64MiB (default 64MiB, less for small inputs; 0: one split per file)."
+        ),
+    ] = None,
+    memory: Annotated[
+        str, typer.Option(help="Memory budget per worker process; buffers spill to disk past it.")
+    ] = "512Mi",
+    format: Annotated[
+        InputFormat | None, typer.Option("--format", help="Input record format.")
+    ] = None,
+    output_format: Annotated[OutputFormat | None, typer.Option(help="Output format.")] = None,
+    max_attempts: Annotated[
+        int, typer.Option(help="Attempts per task before the job fails.", min=1)
+    ] = 3,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace the contents of a non-empty output directory.")
+    ] = False,
+    work_dir: Annotated[
+        str | None, typer.Option(help="Where plan and shuffle data go (default: a temp dir).")
+    ] = None,
+    keep_work: Annotated[bool, typer.Option(help="Keep the work dir after the job.")] = False,
+    skip_bad_records: Annotated[
+        int, typer.Option(help="Skip and count up to N malformed JSON/CSV records.", min=0)
+    ] = 0,
+    s3_endpoint: Annotated[
+        str | None, typer.Option(help="S3-compatible endpoint URL (else AWS_ENDPOINT_URL_S3).")
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the _SUCCESS summary as JSON on stdout.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Run a MapReduce job on this machine, on all cores.
+
+    Example: kubemr run examples/wordcount.py --input books/ --output counts/
+    """
+    try:
+        job_cls = load_job_class(job)
+        config = RunConfig(
+            inputs=input,
+            output=output,
+            reducers=reducers,
+            workers=workers,
+            split_size=_size(split_size),
+            memory=_size(memory) or 0,
+            input_format=format.value if format else None,
+            output_format=output_format.value if output_format else None,
+            max_attempts=max_attempts,
+            overwrite=overwrite,
+            work_dir=work_dir,
+            keep_work=keep_work,
+            skip_bad_records=skip_bad_records,
+            s3_endpoint=s3_endpoint,
+        )
+        reporter = make_reporter(not quiet and sys.stderr.isatty())
+        summary = run_job(job_cls, config, reporter)
+    except JobFailed as exc:
+        typer.echo(f"kubemr: job failed: {exc}", err=True)
+        typer.echo("kubemr: no _SUCCESS was written; the output is incomplete.", err=True)
+        raise typer.Exit(1) from None
+    except KubemrError as exc:
+        typer.echo(f"kubemr: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        typer.echo("kubemr: interrupted; no _SUCCESS was written.", err=True)
+        raise typer.Exit(130) from None
+    if json_output:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    if not quiet:
+        _print_summary(summary)
+
+
+def _print_summary(summary: dict) -> None:
+    out = summary["output"]
+    inp = summary["input"]
+    secs = summary["wall_seconds"]
+    rate = inp["bytes"] / secs if secs else 0.0
+    typer.echo(
+        f"kubemr: {summary['job']} succeeded in {secs:.2f}s: "
+        f"{inp['records']:,} records ({format_size(inp['bytes'])}) in, "
+        f"{out['records']:,} records in {len(out['files'])} files out "
+        f"({format_size(rate)}/s, {summary['workers']} workers, "
+        f"{summary['tasks']['map']} map + {summary['tasks']['reduce']} reduce tasks, "
+        f"{summary['attempts']['failed']} failed attempts) -> {out['url']}",
+        err=True,
+    )

@@ -1,0 +1,63 @@
+"""Errors users see, each saying what went wrong, where, and what to do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class KubemrError(Exception):
+    """Base class: a problem reported to the user without a Python traceback."""
+
+
+class JobDefinitionError(KubemrError):
+    """The job file or class cannot be used (no job class, bad steps, unpicklable code)."""
+
+
+class InputError(KubemrError):
+    """Inputs are missing, empty or unreadable: found before any task starts."""
+
+
+class OutputError(KubemrError):
+    """The output location cannot be used (not empty, not writable)."""
+
+
+class BadRecordError(KubemrError):
+    """A malformed input record; deterministic, so retrying the task cannot help."""
+
+
+class JobFailed(KubemrError):
+    """The job failed; ``failure`` names the task, attempt and root cause."""
+
+    def __init__(self, failure: TaskFailure) -> None:
+        super().__init__(failure.describe())
+        self.failure = failure
+
+
+@dataclass
+class TaskFailure:
+    """Why one task attempt failed: plain data so it crosses process boundaries."""
+
+    task: str
+    attempt: str
+    kind: str  # "user-code", "bad-record" or "infrastructure"
+    message: str
+    traceback: str = ""
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind != "bad-record"
+
+    def describe(self) -> str:
+        text = f"task {self.task} (attempt {self.attempt}) failed: {self.message}"
+        if self.traceback:
+            text += "\n" + self.traceback.rstrip()
+        return text
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "task": self.task,
+            "attempt": self.attempt,
+            "kind": self.kind,
+            "message": self.message,
+            "traceback": self.traceback,
+        }

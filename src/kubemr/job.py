@@ -1,0 +1,233 @@
+"""The user's side of a job: a ``MapReduce`` subclass, its steps, built-in aggregates.
+
+A job is a class::
+
+    class WordCount(kubemr.MapReduce):
+        combiner = kubemr.SUM          # built-in: no Python call per value
+        reducer = kubemr.SUM
+
+        def mapper(self, line):
+            for word in line.split():
+                yield word, 1
+
+or the batch form, which sees a whole chunk of records per call::
+
+    class FastWordCount(kubemr.MapReduce):
+        reducer = kubemr.SUM
+
+        def mapper_batch(self, lines):
+            return Counter(" ".join(lines).split())
+
+A job instance is created inside every task (never shipped as an instance), so
+``setup()`` is the place for per-task state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+Pairs = Iterable[tuple[Any, Any]]
+
+
+class Aggregate:
+    """A built-in associative combiner/reducer the engine applies without a call per value.
+
+    ``first(v)`` starts an accumulator from one value, ``add(acc, v)`` folds in a value,
+    ``merge(a, b)`` folds two accumulators.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"kubemr.{self.name.upper()}"
+
+    def __reduce__(self) -> str:
+        return self.name.upper()  # pickles as the module-level constant
+
+    def first(self, value: Any) -> Any:
+        return 1 if self.name == "count" else value
+
+    def add(self, acc: Any, value: Any) -> Any:
+        name = self.name
+        if name == "sum":
+            return acc + value
+        if name == "count":
+            return acc + 1
+        if name == "min":
+            return value if value < acc else acc
+        return value if value > acc else acc
+
+    def merge(self, a: Any, b: Any) -> Any:
+        if self.name in ("sum", "count"):
+            return a + b
+        return self.add(a, b)
+
+    def fold(self, values: Iterable[Any]) -> Any:
+        """Fold raw values (as a reducer without a matching combiner sees them)."""
+        if self.name == "sum":
+            return sum(values)
+        if self.name == "count":
+            return sum(1 for _ in values)
+        if self.name == "min":
+            return min(values)
+        return max(values)
+
+    def fold_accumulators(self, values: Iterable[Any]) -> Any:
+        """Fold accumulators (as a reducer after a matching combiner sees them)."""
+        if self.name in ("sum", "count"):
+            return sum(values)
+        return self.fold(values)
+
+
+SUM = Aggregate("sum")
+COUNT = Aggregate("count")
+MIN = Aggregate("min")
+MAX = Aggregate("max")
+AGGREGATES = {a.name: a for a in (SUM, COUNT, MIN, MAX)}
+
+# What a step's combiner or reducer may be: a function yielding pairs, or an Aggregate.
+Combiner = Callable[[Any, Iterator[Any]], Pairs] | Aggregate
+
+
+@dataclass
+class MRStep:
+    """One map → shuffle → reduce step of a multi-step job.
+
+    Functions are usually bound methods of the job (``MRStep(mapper=self.split_words)``).
+    A step after the first with no mapper passes the previous step's ``(key, value)``
+    pairs straight to the shuffle.
+    """
+
+    mapper: Callable[[Any], Pairs] | None = None
+    mapper_batch: Callable[[list[Any]], Pairs | Mapping[Any, Any]] | None = None
+    combiner: Combiner | None = None
+    reducer: Combiner | None = None
+    partitioner: Callable[[Any, int], int] | None = None
+    reducers: int | None = None  # overrides the job's --reducers for this step
+    sort_values: bool = False
+
+    def has_reducer(self) -> bool:
+        return self.reducer is not None
+
+
+class MapReduce:
+    """Base class of a kubemr job. Override ``mapper`` (or ``mapper_batch``) and
+    optionally ``combiner``, ``reducer``, ``partitioner``, ``steps``.
+
+    Class attributes:
+        SORT_VALUES: values reach the reducer sorted (secondary sort).
+        TOTAL_ORDER: partition by sampled key ranges instead of by hash, so that the
+            part files, concatenated in name order, are one globally sorted output.
+        INPUT_FORMAT / OUTPUT_FORMAT: defaults for ``--format`` / ``--output-format``.
+    """
+
+    SORT_VALUES: bool = False
+    TOTAL_ORDER: bool = False
+    INPUT_FORMAT: str | None = None
+    OUTPUT_FORMAT: str | None = None
+
+    def __init__(self) -> None:
+        self._counters: dict[str, dict[str, int]] = {}
+
+    # -- hooks a job may override -------------------------------------------------
+    def setup(self) -> None:
+        """Called once per task before the first record."""
+
+    def teardown(self) -> None:
+        """Called once per task after the last record."""
+
+    def steps(self) -> list[MRStep]:
+        """The job's steps; by default one step from the class's own methods."""
+        cls = type(self)
+        return [
+            MRStep(
+                mapper=self.mapper if _defines(cls, "mapper") else None,  # type: ignore[attr-defined]
+                mapper_batch=(
+                    self.mapper_batch  # type: ignore[attr-defined]
+                    if _defines(cls, "mapper_batch")
+                    else None
+                ),
+                combiner=_member(self, "combiner"),
+                reducer=_member(self, "reducer"),
+                partitioner=_member(self, "partitioner"),  # type: ignore[arg-type]
+                sort_values=self.SORT_VALUES,
+            )
+        ]
+
+    # -- what a job may call -------------------------------------------------------
+    def increment_counter(self, group: str, name: str, n: int = 1) -> None:
+        """Add ``n`` to a counter; counters are summed over tasks into ``_SUCCESS``."""
+        counters = self._counters.setdefault(group, {})
+        counters[name] = counters.get(name, 0) + n
+
+
+def _defines(cls: type, name: str) -> bool:
+    return any(name in vars(klass) for klass in cls.__mro__ if klass is not MapReduce)
+
+
+def _member(job: MapReduce, name: str) -> Any:
+    if not _defines(type(job), name):
+        return None
+    return getattr(job, name)
+
+
+def job_steps(job: MapReduce) -> list[MRStep]:
+    """The job's steps, checked: each needs a mapper unless it follows another step."""
+    steps = list(job.steps())
+    from kubemr.errors import JobDefinitionError
+
+    name = type(job).__name__
+    if not steps:
+        raise JobDefinitionError(f"{name}.steps() returned no steps")
+    for i, step in enumerate(steps):
+        if not isinstance(step, MRStep):
+            raise JobDefinitionError(f"{name}.steps()[{i}] is {step!r}, not a kubemr.MRStep")
+        if step.mapper is not None and step.mapper_batch is not None:
+            raise JobDefinitionError(f"{name} step {i}: define mapper or mapper_batch, not both")
+        if i == 0 and step.mapper is None and step.mapper_batch is None:
+            raise JobDefinitionError(
+                f"{name} defines no mapper: add `def mapper(self, record)` yielding "
+                "(key, value) pairs, or `def mapper_batch(self, records)`"
+            )
+        for role in ("combiner", "reducer"):
+            fn = getattr(step, role)
+            if fn is not None and not isinstance(fn, Aggregate) and not callable(fn):
+                raise JobDefinitionError(
+                    f"{name} step {i}: {role} must be a function or one of kubemr.SUM, "
+                    f"COUNT, MIN, MAX, not {fn!r}"
+                )
+    return steps
+
+
+def make_job_class(
+    mapper: Callable[[Any], Pairs] | None = None,
+    reducer: Combiner | None = None,
+    *,
+    combiner: Combiner | None = None,
+    mapper_batch: Callable[[list[Any]], Any] | None = None,
+    partitioner: Callable[[Any, int], int] | None = None,
+    sort_values: bool = False,
+    total_order: bool = False,
+    name: str = "FunctionJob",
+) -> type[MapReduce]:
+    """A job class from plain functions (the functional API builds on this)."""
+
+    def wrap(fn: Any) -> Any:
+        if fn is None or isinstance(fn, Aggregate):
+            return fn
+        return staticmethod(fn)
+
+    attrs: dict[str, Any] = {"SORT_VALUES": sort_values, "TOTAL_ORDER": total_order}
+    for attr, fn in (
+        ("mapper", mapper),
+        ("mapper_batch", mapper_batch),
+        ("combiner", combiner),
+        ("reducer", reducer),
+        ("partitioner", partitioner),
+    ):
+        if fn is not None:
+            attrs[attr] = wrap(fn)
+    return type(name, (MapReduce,), attrs)

@@ -1,0 +1,148 @@
+"""Planning, pure: input files -> splits; the plan every task reads.
+
+Nothing here does I/O. The runner (or the controller) lists the inputs, calls
+:func:`make_splits`, and stores the :class:`Plan` as JSON in the job's work dir, never
+inside a Kubernetes object (etcd objects are capped near 1.5 MB).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from kubemr.formats import INTERNAL, Split
+from kubemr.storage import ObjectInfo, join
+
+MIN_AUTO_SPLIT = 4 << 20
+
+
+def effective_split_size(total_bytes: int, split_size: int, workers: int, auto: bool) -> int:
+    """The split size to use: ``split_size``, lowered when the input is small so that
+    every worker gets a task (only when the user left ``--split-size`` at its default)."""
+    if split_size <= 0:
+        return 0
+    if not auto or workers <= 1 or total_bytes == 0:
+        return split_size
+    per_worker = math.ceil(total_bytes / workers)
+    return max(min(split_size, per_worker), MIN_AUTO_SPLIT)
+
+
+def make_splits(
+    files: list[ObjectInfo],
+    split_size: int,
+    fmt: str,
+    compression_of: Any,
+    headers: dict[str, list[str]] | None = None,
+) -> list[Split]:
+    """Cut files into splits of about ``split_size`` bytes (0: one split per file).
+
+    Empty files produce no split; compressed files are one split each.
+    """
+    splits: list[Split] = []
+    for info in files:
+        if info.size == 0:
+            continue
+        compression = compression_of(info.url)
+        header = (headers or {}).get(info.url)
+        if compression or split_size <= 0 or info.size <= split_size:
+            splits.append(Split(info.url, 0, info.size, info.size, fmt, compression, header))
+            continue
+        count = math.ceil(info.size / split_size)
+        step = math.ceil(info.size / count)
+        for start in range(0, info.size, step):
+            end = min(start + step, info.size)
+            splits.append(Split(info.url, start, end, info.size, fmt, None, header))
+    return splits
+
+
+def internal_splits(outputs: list[ObjectInfo]) -> list[Split]:
+    """Splits over a previous step's outputs (kubemr's block format, never cut)."""
+    return [Split(o.url, 0, o.size, o.size, INTERNAL) for o in outputs if o.size > 0]
+
+
+@dataclass
+class StepPlan:
+    index: int
+    reducers: int  # 0: map-only
+    total_order: bool = False
+    maps: int | None = None  # known once the step's splits are written
+
+
+@dataclass
+class Plan:
+    """What every task of a job needs to know, stored at ``<work>/plan.json``."""
+
+    job_id: str
+    job_name: str
+    work_url: str
+    output_url: str
+    input_format: str
+    output_format: str
+    steps: list[StepPlan]
+    memory: int
+    chunk_bytes: int
+    skip_bad_records: int = 0
+    s3_endpoint: str | None = None
+    created: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # -- where things live under the work dir ------------------------------------------
+    def url(self, *parts: str) -> str:
+        return join(self.work_url, *parts)
+
+    def job_code_url(self) -> str:
+        return self.url("job.pkl")
+
+    def splits_url(self, step: int) -> str:
+        return self.url(f"steps/{step}/splits.json")
+
+    def map_outputs_url(self, step: int) -> str:
+        return self.url(f"steps/{step}/map-outputs.json")
+
+    def boundaries_url(self, step: int) -> str:
+        return self.url(f"steps/{step}/boundaries.pkl")
+
+    def shuffle_url(self, step: int, task: int, attempt: str) -> str:
+        return self.url(f"steps/{step}/shuffle/map-{task:05d}.{attempt}.bin")
+
+    def step_output_url(self, step: int, part: int, attempt: str) -> str:
+        """An intermediate step's output (input of the next step), attempt-scoped."""
+        return self.url(f"steps/{step}/out/part-{part:05d}.{attempt}.bin")
+
+    def marker_url(
+        self, step: int, wave: str, task: int, attempt: str, failed: bool = False
+    ) -> str:
+        suffix = ".failed.json" if failed else ".json"
+        return self.url(f"steps/{step}/tasks/{wave}-{task:05d}/{attempt}{suffix}")
+
+    def final_part_url(self, part: int) -> str:
+        return join(self.output_url, f"part-{part:05d}")
+
+    def is_last(self, step: int) -> bool:
+        return step == len(self.steps) - 1
+
+    # -- serialisation -------------------------------------------------------------------
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Plan:
+        data = json.loads(text)
+        data["steps"] = [StepPlan(**s) for s in data["steps"]]
+        return cls(**data)
+
+
+def task_name(step: int, steps: int, wave: str, index: int) -> str:
+    """How tasks are named to users: ``map 3`` or ``step 2/3 reduce 0``."""
+    prefix = f"step {step + 1}/{steps} " if steps > 1 else ""
+    return f"{prefix}{wave} {index}"
+
+
+def range_boundaries(sorted_keys: list[Any], partitions: int) -> list[Any]:
+    """``partitions - 1`` cut points that split sorted sample keys into even ranges."""
+    if partitions <= 1 or not sorted_keys:
+        return []
+    n = len(sorted_keys)
+    return [sorted_keys[min(n - 1, (i * n) // partitions)] for i in range(1, partitions)]

@@ -1,0 +1,605 @@
+"""Run one task attempt end to end: the code every worker runs, locally or in a pod.
+
+A task reads the plan and the job's code from the work dir, does its work, writes its
+output under an attempt-scoped name, and commits by writing a small marker last
+(``steps/<s>/tasks/<wave>-<n>/<attempt>.json``). A failed attempt writes a
+``<attempt>.failed.json`` with the root cause instead. Readers only trust committed
+attempts, so a retried or duplicated attempt is never counted twice.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import cloudpickle
+
+from kubemr.errors import BadRecordError, TaskFailure
+from kubemr.formats import (
+    INTERNAL,
+    Split,
+    SplitReader,
+    encode_block,
+    iter_blocks,
+    locate,
+    output_line_encoder,
+)
+from kubemr.job import Aggregate, MapReduce, MRStep, job_steps
+from kubemr.keys import KEY_CLASS_MIXED, merge_key_classes, order_key
+from kubemr.plan import Plan, task_name
+from kubemr.shuffle import (
+    MapCollector,
+    PartitionIndex,
+    UserCodeFailure,
+    fold_into,
+    group_sorted,
+    merge_sorted,
+    read_segment,
+    sort_pairs,
+    sorted_values,
+)
+from kubemr.storage import StorageOptions, read_bytes, store_for, write_bytes
+
+ProgressFn = Callable[[int, int], None]  # (bytes, records) since the last call
+
+MAP = "map"
+REDUCE = "reduce"
+OUTPUT_BATCH = 16384
+
+
+class TaskError(Exception):
+    """A task attempt failed; carries the :class:`TaskFailure` to report."""
+
+    def __init__(self, failure: TaskFailure) -> None:
+        super().__init__(failure.describe())
+        self.failure = failure
+
+
+@dataclass
+class TaskResult:
+    """What a committed attempt reports (also stored as its commit marker)."""
+
+    step: int
+    wave: str
+    index: int
+    attempt: str
+    output_url: str
+    output_bytes: int
+    partition_index: PartitionIndex | None
+    counters: dict[str, dict[str, int]]
+    seconds: float
+    storage: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "wave": self.wave,
+            "index": self.index,
+            "attempt": self.attempt,
+            "output_url": self.output_url,
+            "output_bytes": self.output_bytes,
+            "partition_index": self.partition_index.to_json() if self.partition_index else None,
+            "counters": self.counters,
+            "seconds": self.seconds,
+            "storage": self.storage,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TaskResult:
+        data = dict(data)
+        if data.get("partition_index") is not None:
+            data["partition_index"] = PartitionIndex.from_json(data["partition_index"])
+        return cls(**data)
+
+
+# --------------------------------------------------------------------------- loading
+
+_loaded: dict[str, tuple[Plan, type[MapReduce]]] = {}
+
+
+def load_job(plan_url: str, options: StorageOptions | None = None) -> tuple[Plan, type[MapReduce]]:
+    """The plan and the job class, cached per process (a worker runs many tasks)."""
+    cached = _loaded.get(plan_url)
+    if cached is not None:
+        return cached
+    plan = Plan.from_json(read_bytes(plan_url, options))
+    opts = StorageOptions(s3_endpoint=plan.s3_endpoint) if options is None else options
+    job_cls = cloudpickle.loads(read_bytes(plan.job_code_url(), opts))
+    _loaded[plan_url] = (plan, job_cls)
+    return plan, job_cls
+
+
+def read_json(url: str, options: StorageOptions) -> Any:
+    return json.loads(read_bytes(url, options))
+
+
+def write_json(url: str, data: Any, options: StorageOptions) -> None:
+    write_bytes(url, json.dumps(data, sort_keys=True).encode(), options)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def run_task(
+    plan_url: str,
+    step: int,
+    wave: str,
+    index: int,
+    attempt: str,
+    progress: ProgressFn | None = None,
+    spill_dir: str | None = None,
+) -> TaskResult:
+    """Run one attempt; commit it and return its result, or raise :class:`TaskError`."""
+    started = time.monotonic()
+    options: StorageOptions | None = None
+    plan: Plan | None = None
+    name = f"{wave} {index}"
+    try:
+        plan, job_cls = load_job(plan_url)
+        options = StorageOptions(s3_endpoint=plan.s3_endpoint)
+        name = task_name(step, len(plan.steps), wave, index)
+        job = job_cls()
+        step_fns = job_steps(job)[step]
+        runner = _MapTask if wave == MAP else _ReduceTask
+        task = runner(plan, options, job, step_fns, step, index, attempt, progress, spill_dir)
+        result = task.run()
+        result.seconds = time.monotonic() - started
+        write_json(plan.marker_url(step, wave, index, attempt), result.to_json(), options)
+        return result
+    except Exception as exc:
+        failure = _failure(name, attempt, exc)
+        if plan is not None and options is not None:
+            try:
+                url = plan.marker_url(step, wave, index, attempt, failed=True)
+                write_json(url, failure.to_json(), options)
+            except Exception:
+                pass  # the failure itself is what matters; the marker is best effort
+        raise TaskError(failure) from None
+
+
+def _failure(name: str, attempt: str, exc: BaseException) -> TaskFailure:
+    if isinstance(exc, UserCodeFailure):
+        cause = exc.cause
+        tb = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))
+        return TaskFailure(name, attempt, "user-code", str(exc), _user_frames(tb))
+    if isinstance(exc, BadRecordError):
+        return TaskFailure(name, attempt, "bad-record", str(exc))
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return TaskFailure(name, attempt, "infrastructure", f"{type(exc).__name__}: {exc}", tb)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _user_frames(tb: str) -> str:
+    """The traceback without kubemr's own frames, which only hide the user's code."""
+    out: list[str] = []
+    skip = False
+    for line in tb.splitlines(keepends=True):
+        if line.startswith('  File "'):
+            skip = line[len('  File "') :].startswith(_PACKAGE_DIR)
+        elif not line.startswith(" "):
+            skip = False
+        if not skip:
+            out.append(line)
+    return "".join(out)
+
+
+def _call_user(role: str, where: Callable[[], str], fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except UserCodeFailure:
+        raise
+    except Exception as exc:
+        raise UserCodeFailure(role, where(), exc) from exc
+
+
+# --------------------------------------------------------------------------- map
+
+
+class _TaskBase:
+    def __init__(
+        self,
+        plan: Plan,
+        options: StorageOptions,
+        job: MapReduce,
+        step_fns: MRStep,
+        step: int,
+        index: int,
+        attempt: str,
+        progress: ProgressFn | None,
+        spill_dir: str | None,
+    ) -> None:
+        self.plan = plan
+        self.options = options
+        self.job = job
+        self.fns = step_fns
+        self.step = step
+        self.index = index
+        self.attempt = attempt
+        self.progress = progress
+        self.spill_dir = spill_dir
+        self.reducers = plan.steps[step].reducers
+        self.counters: dict[str, int] = {}
+
+    def all_counters(self) -> dict[str, dict[str, int]]:
+        merged = {g: dict(c) for g, c in self.job._counters.items()}
+        merged.setdefault("kubemr", {}).update(self.counters)
+        return merged
+
+    def final_output(self) -> tuple[str, bool]:
+        """Where this task's output goes and whether it is the job's (user-format) output."""
+        plan = self.plan
+        if plan.is_last(self.step):
+            return plan.final_part_url(self.index), True
+        return plan.step_output_url(self.step, self.index, self.attempt), False
+
+
+class _MapTask(_TaskBase):
+    def run(self) -> TaskResult:
+        plan = self.plan
+        splits = read_json(plan.splits_url(self.step), self.options)
+        split = Split.from_json(splits[self.index])
+        store = store_for(split.url, self.options)
+        reader = SplitReader(store, split, plan.chunk_bytes, plan.skip_bad_records)
+        _call_user("setup", lambda: f"map task on {split.describe()}", self.job.setup)
+        if self.reducers == 0:
+            result = self._run_map_only(reader, split)
+        else:
+            result = self._run_shuffle(reader, split)
+        _call_user("teardown", lambda: f"map task on {split.describe()}", self.job.teardown)
+        self.counters["map_bad_records_skipped"] = reader.bad_records
+        result.counters = self.all_counters()
+        return result
+
+    def _records(self, reader: SplitReader) -> Iterator[Any]:
+        """Chunks, with input counters and progress updated as they are read."""
+        progress = self.progress
+        records = 0
+        nbytes = 0
+        for chunk in reader.chunks():
+            records += len(chunk.records)
+            nbytes += chunk.bytes_read
+            if progress is not None:
+                progress(chunk.bytes_read, len(chunk.records))
+            yield chunk
+        self.counters["map_input_records"] = records
+        self.counters["map_input_bytes"] = nbytes
+
+    def _map_chunk(self, chunk: Any, split: Split, reader: SplitReader, feed: Any) -> None:
+        fns = self.fns
+        try:
+            if fns.mapper_batch is not None:
+                feed.feed_output(fns.mapper_batch(chunk.records))
+            elif fns.mapper is not None:
+                feed.feed_records(chunk.records, fns.mapper)
+            else:
+                feed.feed_output(chunk.records)  # a later step without a mapper
+        except UserCodeFailure:
+            raise
+        except Exception as exc:
+            raise self._locate_failure(exc, chunk, split, reader) from exc
+
+    def _locate_failure(
+        self, exc: Exception, chunk: Any, split: Split, reader: SplitReader
+    ) -> UserCodeFailure:
+        fns = self.fns
+        if fns.mapper_batch is not None or fns.mapper is None:
+            first = locate(reader.store, split, chunk, 0) if chunk.records else split.url
+            role = "mapper_batch" if fns.mapper_batch is not None else "shuffle"
+            return UserCodeFailure(
+                role, f"a chunk of {len(chunk.records)} records starting at {first}", exc
+            )
+        # Find the record by running the mapper again, one record at a time.
+        for i, rec in enumerate(chunk.records):
+            try:
+                for pair in fns.mapper(rec):
+                    _k, _v = pair
+            except Exception as again:
+                where = f"{locate(reader.store, split, chunk, i)}, record {rec!r:.200}"
+                return UserCodeFailure("mapper", where, again)
+        where = f"a record in the chunk starting at {locate(reader.store, split, chunk, 0)}"
+        return UserCodeFailure("mapper", where, exc)
+
+    def _run_shuffle(self, reader: SplitReader, split: Split) -> TaskResult:
+        plan = self.plan
+        partitioner = self.fns.partitioner
+        if plan.steps[self.step].total_order:
+            boundaries = pickle.loads(read_bytes(plan.boundaries_url(self.step), self.options))
+            partitioner = RangePartitioner(boundaries)
+        collector = MapCollector(
+            num_partitions=self.reducers,
+            combiner=self.fns.combiner,
+            partitioner=partitioner,
+            memory_budget=plan.memory // 2,
+            spill_dir=self.spill_dir,
+        )
+        for chunk in self._records(reader):
+            self._map_chunk(chunk, split, reader, collector)
+            collector.maybe_spill()
+        url = plan.shuffle_url(self.step, self.index, self.attempt)
+        with store_for(url, self.options).open_write(url) as out:
+            index = collector.write(out)
+            size = out.tell()
+        self.counters["map_output_records"] = collector.output_records
+        self.counters["map_spilled_records"] = collector.spilled_records
+        self.counters["shuffle_records"] = sum(index.records)
+        self.counters["shuffle_bytes"] = size
+        return TaskResult(self.step, MAP, self.index, self.attempt, url, size, index, {}, 0.0)
+
+    def _run_map_only(self, reader: SplitReader, split: Split) -> TaskResult:
+        url, final = self.final_output()
+        sink = _PairSink(self.plan.output_format if final else INTERNAL)
+        with store_for(url, self.options).open_write(url) as out:
+            sink.out = out
+            for chunk in self._records(reader):
+                self._map_chunk(chunk, split, reader, sink)
+                sink.flush_if_full()
+            sink.flush()
+            size = out.tell()
+        self.counters["map_output_records"] = sink.records
+        self.counters["output_records"] = sink.records
+        self.counters["output_bytes"] = size
+        return TaskResult(self.step, MAP, self.index, self.attempt, url, size, None, {}, 0.0)
+
+
+class RangePartitioner:
+    """Partitions by sampled key ranges, so partitions are ordered (total sort)."""
+
+    def __init__(self, boundaries: list[Any]) -> None:
+        import bisect
+
+        self._bisect = bisect.bisect_right
+        self._cuts = [order_key(b) for b in boundaries]
+
+    def __call__(self, key: Any, num_partitions: int) -> int:
+        return min(self._bisect(self._cuts, order_key(key)), num_partitions - 1)
+
+
+class _PairSink:
+    """Where map-only and reduce output goes: user format or kubemr's block format."""
+
+    def __init__(self, fmt: str) -> None:
+        self.fmt = fmt
+        self.encode = None if fmt == INTERNAL else output_line_encoder(fmt)
+        self.pending: list[tuple[Any, Any]] = []
+        self.records = 0
+        self.out: Any = None
+
+    def feed_records(self, records: list[Any], mapper: Callable[[Any], Any]) -> None:
+        extend = self.pending.extend
+        for rec in records:
+            extend(mapper(rec))
+
+    def feed_output(self, out: Any) -> None:
+        if out is None:
+            return
+        self.pending.extend(out.items() if hasattr(out, "items") else out)
+
+    def flush_if_full(self) -> None:
+        if len(self.pending) >= OUTPUT_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        pairs = self.pending
+        if not pairs:
+            return
+        self.pending = []
+        try:
+            if self.encode is None:
+                keys = []
+                values = []
+                for k, v in pairs:
+                    keys.append(k)
+                    values.append(v)
+                self.out.write(encode_block(keys, values)[0])
+            else:
+                self.out.write(self.encode(pairs).encode("utf-8"))
+        except (TypeError, ValueError) as exc:
+            bad = _first_unencodable(pairs, self.encode)
+            raise UserCodeFailure(
+                "output", f"pair {bad!r:.200} cannot be written as {self.fmt}", exc
+            ) from exc
+        self.records += len(pairs)
+
+
+def _first_unencodable(pairs: list[Any], encode: Any) -> Any:
+    for pair in pairs:
+        try:
+            k, v = pair
+            if encode is not None:
+                encode([(k, v)])
+            else:
+                pickle.dumps((k, v))
+        except Exception:
+            return pair
+    return None
+
+
+# --------------------------------------------------------------------------- reduce
+
+
+class _ReduceTask(_TaskBase):
+    def run(self) -> TaskResult:
+        plan = self.plan
+        outputs = read_json(plan.map_outputs_url(self.step), self.options)
+        r = self.index
+        segments = []
+        for out in outputs:
+            idx = out["partition_index"]
+            start, end = idx["offsets"][r], idx["offsets"][r + 1]
+            if end > start:
+                segments.append((out["output_url"], start, end, idx["raw_bytes"][r]))
+        classes = [o["partition_index"]["key_classes"][r] for o in outputs]
+        cls = merge_key_classes(classes)
+        raw_total = sum(s[3] for s in segments)
+        _call_user("setup", lambda: f"reduce task {r}", self.job.setup)
+        url, final = self.final_output()
+        sink = _PairSink(plan.output_format if final else INTERNAL)
+        # Python objects take several times their pickled size in memory.
+        in_memory = raw_total * 4 < plan.memory // 2
+        with store_for(url, self.options).open_write(url) as out:
+            sink.out = out
+            if in_memory:
+                self._reduce_in_memory(segments, cls, sink)
+            else:
+                self._reduce_external(segments, cls, sink)
+            sink.flush()
+            size = out.tell()
+        _call_user("teardown", lambda: f"reduce task {r}", self.job.teardown)
+        self.counters["reduce_output_records"] = sink.records
+        if final:
+            self.counters["output_records"] = sink.records
+            self.counters["output_bytes"] = size
+        self.counters["reduce_spilled_to_disk"] = 0 if in_memory else 1
+        result = TaskResult(self.step, REDUCE, r, self.attempt, url, size, None, {}, 0.0)
+        result.counters = self.all_counters()
+        return result
+
+    # -- fetching ------------------------------------------------------------------------
+    def _fetch_all(self, segments: list[tuple[str, int, int, int]]) -> Iterator[bytes]:
+        """Segment bytes in map order, fetched a few at a time in parallel."""
+
+        def fetch(seg: tuple[str, int, int, int]) -> bytes:
+            url, start, end, _ = seg
+            with store_for(url, self.options).open_read(url, start, end) as fh:
+                return fh.read()
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            window = 16
+            futures = [pool.submit(fetch, s) for s in segments[:window]]
+            next_seg = len(futures)
+            for i in range(len(segments)):
+                data = futures[i].result()
+                futures[i] = None  # type: ignore[call-overload]
+                if next_seg < len(segments):
+                    futures.append(pool.submit(fetch, segments[next_seg]))
+                    next_seg += 1
+                if self.progress is not None:
+                    self.progress(len(data), 0)
+                yield data
+
+    def _reduce_in_memory(self, segments: list[Any], cls: str, sink: _PairSink) -> None:
+        reducer = self.fns.reducer
+        records = 0
+        if isinstance(reducer, Aggregate):
+            agg = _reduce_aggregate(reducer, self.fns.combiner)
+            acc: dict[Any, Any] = {}
+            for data in self._fetch_all(segments):
+                for keys, values, _ in iter_blocks(io.BytesIO(data)):
+                    records += fold_into(acc, zip(keys, values), agg)
+            self.counters["reduce_input_records"] = records
+            self.counters["reduce_input_groups"] = len(acc)
+            keys_sorted = sorted(acc, key=order_key) if cls == KEY_CLASS_MIXED else sorted(acc)
+            for i in range(0, len(keys_sorted), OUTPUT_BATCH):
+                sink.pending.extend((k, acc[k]) for k in keys_sorted[i : i + OUTPUT_BATCH])
+                sink.flush()
+            return
+        pairs: list[tuple[Any, Any]] = []
+        for data in self._fetch_all(segments):
+            for keys, values, _ in iter_blocks(io.BytesIO(data)):
+                pairs.extend(zip(keys, values))
+        self.counters["reduce_input_records"] = len(pairs)
+        # Sorted runs back to back: Timsort merges them in near-linear time.
+        sort_pairs(pairs, cls)
+        self._reduce_groups(iter(pairs), cls, sink)
+
+    def _reduce_external(self, segments: list[Any], cls: str, sink: _PairSink) -> None:
+        """Copy each segment to local disk, then stream a k-way merge over them."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="kubemr-reduce-", dir=self.spill_dir) as tmp:
+            paths = []
+            for i, data in enumerate(self._fetch_all(segments)):
+                path = os.path.join(tmp, f"seg-{i:05d}")
+                with open(path, "wb") as fh:
+                    fh.write(data)
+                paths.append(path)
+                del data
+            files = [open(p, "rb", buffering=1 << 20) for p in paths]  # noqa: SIM115
+            try:
+                counted = _Counted(merge_sorted([read_segment(f) for f in files], cls))
+                reducer = self.fns.reducer
+                if isinstance(reducer, Aggregate):
+                    agg_name = _reduce_aggregate(reducer, self.fns.combiner)
+                    groups = 0
+                    for key, values in group_sorted(counted, cls):
+                        acc: dict[Any, Any] = {}
+                        fold_into(acc, ((key, v) for v in values), agg_name)
+                        sink.pending.append((key, next(iter(acc.values()))))
+                        groups += 1
+                        sink.flush_if_full()
+                    self.counters["reduce_input_groups"] = groups
+                else:
+                    self._reduce_groups(counted, cls, sink)
+                self.counters["reduce_input_records"] = counted.n
+            finally:
+                for f in files:
+                    f.close()
+
+    def _reduce_groups(self, pairs: Iterator[tuple[Any, Any]], cls: str, sink: _PairSink) -> None:
+        reducer = self.fns.reducer
+        sort_values = self.fns.sort_values
+        pending = sink.pending
+        groups = 0
+        if reducer is None:  # identity: a sort or a shuffle with no reduce logic
+            for key, values in group_sorted(pairs, cls):
+                vals = sorted_values(values) if sort_values else values
+                pending.extend((key, v) for v in vals)
+                groups += 1
+                if len(pending) >= OUTPUT_BATCH:
+                    sink.flush()
+                    pending = sink.pending
+            self.counters["reduce_input_groups"] = groups
+            return
+        for key, values in group_sorted(pairs, cls):
+            vals = sorted_values(values) if sort_values else values
+            try:
+                pending.extend(reducer(key, vals))
+            except Exception as exc:
+                raise UserCodeFailure(
+                    "reducer", f"reduce task {self.index}, key {key!r:.200}", exc
+                ) from exc
+            groups += 1
+            if len(pending) >= OUTPUT_BATCH:
+                sink.flush()
+                pending = sink.pending
+        self.counters["reduce_input_groups"] = groups
+
+
+class _Counted:
+    def __init__(self, it: Iterator[Any]) -> None:
+        self._it = it
+        self.n = 0
+
+    def __iter__(self) -> _Counted:
+        return self
+
+    def __next__(self) -> Any:
+        item = next(self._it)
+        self.n += 1
+        return item
+
+
+def _reduce_aggregate(reducer: Aggregate, combiner: Any) -> str:
+    """How a built-in reducer folds its input: after a COUNT combiner the values are
+    partial counts, which add up (``sum``); otherwise the reducer's own fold."""
+    if reducer.name == "count" and isinstance(combiner, Aggregate) and combiner.name == "count":
+        return "sum"
+    return reducer.name
+
+
+def decode_pairs(data: bytes) -> list[tuple[Any, Any]]:
+    """All pairs of a run of blocks (used by tests and tools)."""
+    pairs: list[tuple[Any, Any]] = []
+    for keys, values, _ in iter_blocks(io.BytesIO(data)):
+        pairs.extend(zip(keys, values))
+    return pairs
