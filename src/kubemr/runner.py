@@ -132,7 +132,8 @@ class _LocalJob:
 
         own_work_dir = cfg.work_dir is None
         work_root = cfg.work_dir or tempfile.mkdtemp(prefix="kubemr-work-")
-        job_id = f"{self.job_cls.__name__.lower()}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+        stamp = f"{datetime.now(UTC):%Y%m%d-%H%M%S}"
+        job_id = f"{self.job_cls.__name__.lower()}-{stamp}-{uuid.uuid4().hex[:6]}"
         plan = Plan(
             job_id=job_id,
             job_name=self.job_cls.__name__,

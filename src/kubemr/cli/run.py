@@ -61,7 +61,8 @@ def run(
     split_size: Annotated[
         str | None,
         typer.Option(
-            help="Bytes per map task, e.g. 64MiB (default 64MiB, less for small inputs; 0: one split per file)."
+            help="Bytes per map task, e.g. 64MiB (default 64MiB, less for small inputs; "
+            "0: one split per file)."
         ),
     ] = None,
     memory: Annotated[
