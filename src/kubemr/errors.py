@@ -29,8 +29,11 @@ class JobFailed(KubemrError):
     """The job failed; ``failure`` names the task, attempt and root cause."""
 
     def __init__(self, failure: TaskFailure) -> None:
-        super().__init__(failure.describe())
+        super().__init__(failure)  # args hold the failure itself, so it pickles
         self.failure = failure
+
+    def __str__(self) -> str:
+        return self.failure.describe()
 
 
 @dataclass

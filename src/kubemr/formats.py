@@ -22,6 +22,7 @@ import io
 import json
 import pickle
 import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -281,7 +282,7 @@ class SplitReader:
                 if line_no is not None:
                     line_no += len(lines)
                 yield chunk
-        except (OSError, EOFError, zstandard.ZstdError) as exc:
+        except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
             if split.compression and not isinstance(exc, FileNotFoundError):
                 raise BadRecordError(
                     f"{split.url}: cannot decompress ({split.compression}): {exc}. "

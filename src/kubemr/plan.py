@@ -19,14 +19,19 @@ MIN_AUTO_SPLIT = 4 << 20
 
 
 def effective_split_size(total_bytes: int, split_size: int, workers: int, auto: bool) -> int:
-    """The split size to use: ``split_size``, lowered when the input is small so that
-    every worker gets a task (only when the user left ``--split-size`` at its default)."""
+    """The split size to use.
+
+    With the default (``auto``), the number of splits is rounded up to a multiple of the
+    worker count, so the last round of map tasks keeps every worker busy; small inputs
+    get one split per worker.
+    """
     if split_size <= 0:
         return 0
     if not auto or workers <= 1 or total_bytes == 0:
         return split_size
-    per_worker = math.ceil(total_bytes / workers)
-    return max(min(split_size, per_worker), MIN_AUTO_SPLIT)
+    count = max(1, math.ceil(total_bytes / split_size))
+    count = math.ceil(count / workers) * workers
+    return max(math.ceil(total_bytes / count), MIN_AUTO_SPLIT)
 
 
 def make_splits(

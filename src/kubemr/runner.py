@@ -263,7 +263,7 @@ class _LocalJob:
                 pairs = list(out.items()) if hasattr(out, "items") else list(out or ())
             else:
                 pairs = [p for rec in records for p in step.mapper(rec)]  # type: ignore[misc]
-        except Exception:
+        except (Exception, SystemExit):
             return  # the task will fail on the same record and say where, with retries
         for pair in pairs[:1000]:
             try:
@@ -532,9 +532,13 @@ class _LocalJob:
 _progress_queue: Any = None
 
 
-def _init_worker(progress_queue: Any) -> None:
+def _init_worker(progress_queue: Any, environ: dict[str, str]) -> None:
     global _progress_queue
     _progress_queue = progress_queue
+    # The forkserver was started by the first job of this process; workers must see
+    # the environment as it is now (credentials, settings), as a fresh process would.
+    os.environ.clear()
+    os.environ.update(environ)
 
 
 def _worker_run(plan_url: str, step: int, wave: str, index: int, attempt: str) -> TaskResult:
@@ -578,7 +582,7 @@ class _WorkerPool:
             max_workers=self.workers,
             mp_context=self.ctx,
             initializer=_init_worker,
-            initargs=(self.queue,),
+            initargs=(self.queue, dict(os.environ)),
         )
 
     def submit(

@@ -59,8 +59,11 @@ class TaskError(Exception):
     """A task attempt failed; carries the :class:`TaskFailure` to report."""
 
     def __init__(self, failure: TaskFailure) -> None:
-        super().__init__(failure.describe())
+        super().__init__(failure)  # args hold the failure itself, so it pickles
         self.failure = failure
+
+    def __str__(self) -> str:
+        return self.failure.describe()
 
 
 @dataclass
