@@ -112,6 +112,15 @@ class MRStep:
     def has_reducer(self) -> bool:
         return self.reducer is not None
 
+    def map_side_combiner(self) -> Combiner | None:
+        """The combiner the map side applies: the step's own, or else a built-in
+        reducer, which is associative and so safe to apply early."""
+        if self.combiner is not None:
+            return self.combiner
+        if isinstance(self.reducer, Aggregate):
+            return self.reducer
+        return None
+
 
 class MapReduce:
     """Base class of a kubemr job. Override ``mapper`` (or ``mapper_batch``) and

@@ -320,7 +320,7 @@ class _MapTask(_TaskBase):
             partitioner = RangePartitioner(boundaries)
         collector = MapCollector(
             num_partitions=self.reducers,
-            combiner=self.fns.combiner,
+            combiner=self.fns.map_side_combiner(),
             partitioner=partitioner,
             memory_budget=plan.memory // 2,
             spill_dir=self.spill_dir,
@@ -494,7 +494,7 @@ class _ReduceTask(_TaskBase):
         reducer = self.fns.reducer
         records = 0
         if isinstance(reducer, Aggregate):
-            agg = _reduce_aggregate(reducer, self.fns.combiner)
+            agg = _reduce_aggregate(reducer, self.fns.map_side_combiner())
             acc: dict[Any, Any] = {}
             for data in self._fetch_all(segments):
                 for keys, values, _ in iter_blocks(io.BytesIO(data)):
@@ -532,7 +532,7 @@ class _ReduceTask(_TaskBase):
                 counted = _Counted(merge_sorted([read_segment(f) for f in files], cls))
                 reducer = self.fns.reducer
                 if isinstance(reducer, Aggregate):
-                    agg_name = _reduce_aggregate(reducer, self.fns.combiner)
+                    agg_name = _reduce_aggregate(reducer, self.fns.map_side_combiner())
                     groups = 0
                     for key, values in group_sorted(counted, cls):
                         acc: dict[Any, Any] = {}
