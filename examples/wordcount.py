@@ -1,6 +1,6 @@
 """Word count: the classic, with a built-in combiner and reducer.
 
-    kubemr run examples/wordcount.py --input books/ --output counts/
+kubemr run examples/wordcount.py --input books/ --output counts/
 """
 
 import re

@@ -20,7 +20,9 @@ scalars = st.one_of(
     st.text(max_size=8),
     st.binary(max_size=8),
 )
-keys = st.recursive(scalars, lambda inner: st.tuples(inner, inner) | st.lists(inner, max_size=3), max_leaves=6)
+keys = st.recursive(
+    scalars, lambda inner: st.tuples(inner, inner) | st.lists(inner, max_size=3), max_leaves=6
+)
 
 
 @given(st.lists(keys, max_size=30))
@@ -59,8 +61,7 @@ def test_partition_is_the_same_in_another_process_with_another_hash_seed() -> No
     sample = ["alpha", "βeta", b"raw", 12345, 2.5, ("a", 1), None, ["x", ("y", b"z")]]
     here = [hash_partition(k, 7) for k in sample]
     code = (
-        "from kubemr.keys import hash_partition;"
-        f"print([hash_partition(k, 7) for k in {sample!r}])"
+        f"from kubemr.keys import hash_partition;print([hash_partition(k, 7) for k in {sample!r}])"
     )
     for seed in ("1", "2", "random"):
         env = dict(os.environ, PYTHONHASHSEED=seed)

@@ -67,7 +67,9 @@ def test_user_error_names_file_line_and_record(tmp_path) -> None:
     path.write_text("ok\n" * 1000 + "boom\n" + "ok\n" * 10)
     out = tmp_path / "out"
     with pytest.raises(JobFailed) as info:
-        kubemr.run(jobs.FailsOnLine, inputs=[str(path)], output=str(out), split_size=1000, max_attempts=2)
+        kubemr.run(
+            jobs.FailsOnLine, inputs=[str(path)], output=str(out), split_size=1000, max_attempts=2
+        )
     failure = info.value.failure
     assert failure.kind == "user-code"
     assert f"{path}:1001" in failure.message
@@ -81,7 +83,9 @@ def test_reducer_error_names_key(tmp_path) -> None:
     path = tmp_path / "in.txt"
     path.write_text("a\nbad\nb\n")
     with pytest.raises(JobFailed, match=r"reducer raised KeyError.*key 'bad'"):
-        kubemr.run(jobs.ReducerFails, inputs=[str(path)], output=str(tmp_path / "o"), max_attempts=1)
+        kubemr.run(
+            jobs.ReducerFails, inputs=[str(path)], output=str(tmp_path / "o"), max_attempts=1
+        )
 
 
 @pytest.mark.parametrize("die", [False, True])
@@ -143,7 +147,7 @@ def test_non_empty_output_is_refused_unless_overwrite(tmp_path, text_input) -> N
     out = tmp_path / "out"
     out.mkdir()
     (out / "part-00007").write_text("stale\n")
-    with pytest.raises(OutputError, match="not empty.*--overwrite"):
+    with pytest.raises(OutputError, match=r"not empty.*--overwrite"):
         kubemr.run(jobs.WordCount, inputs=[text_input], output=str(out))
     kubemr.run(jobs.WordCount, inputs=[text_input], output=str(out), overwrite=True, reducers=2)
     assert sorted(os.listdir(out)) == ["_SUCCESS", "part-00000", "part-00001"]

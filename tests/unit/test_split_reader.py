@@ -55,7 +55,9 @@ def documents(draw: st.DrawFn) -> str:
     return text
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(doc=documents(), split_size=st.integers(1, 300), chunk=st.integers(1, 64))
 def test_random_splits_match_one_split(tmp_path, doc: str, split_size: int, chunk: int) -> None:
     path = str(tmp_path / "in.txt")
@@ -135,7 +137,9 @@ def test_bad_json_names_file_and_line(tmp_path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text("\n".join(lines) + "\n")
     for split_size in (0, 100):
-        with pytest.raises(BadRecordError, match=r"bad\.jsonl:74 \(byte offset \d+\): malformed JSON"):
+        with pytest.raises(
+            BadRecordError, match=r"bad\.jsonl:74 \(byte offset \d+\): malformed JSON"
+        ):
             read_all(str(path), split_size, JSONL, chunk_bytes=64)
 
 
