@@ -153,10 +153,11 @@ class _LocalJob:
         try:
             storage.write_bytes(plan.job_code_url(), job_code, self.options)
             storage.write_bytes(plan_url, plan.to_json().encode(), self.options)
-            splits = self._first_splits(files, input_format)
-            self._preflight(job, steps[0], splits)
-            self._delete_old_success()
+            # Workers start (and import) while this process plans and runs the preflight.
             with _WorkerPool(self.workers) as pool:
+                splits = self._first_splits(files, input_format)
+                self._preflight(job, steps[0], splits)
+                self._delete_old_success()
                 for i in range(len(steps)):
                     splits = self._run_step(pool, plan_url, i, steps[i], splits)
             summary = self._commit(started, files, job_id)
@@ -541,6 +542,10 @@ def _init_worker(progress_queue: Any, environ: dict[str, str]) -> None:
     os.environ.update(environ)
 
 
+def _warm_up() -> None:
+    """Makes the pool start its processes now rather than at the first task."""
+
+
 def _worker_run(plan_url: str, step: int, wave: str, index: int, attempt: str) -> TaskResult:
     """Runs in a worker process: one attempt, with progress sent to the parent."""
     q = _progress_queue
@@ -576,6 +581,8 @@ class _WorkerPool:
         self.queue = self.ctx.Queue()
         self.generation = 0
         self.pool = self._new_pool()
+        for _ in range(workers):
+            self.pool.submit(_warm_up)
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(

@@ -332,7 +332,8 @@ class _MapTask(_TaskBase):
         with store_for(url, self.options).open_write(url) as out:
             index = collector.write(out)
             size = out.tell()
-        self.counters["map_output_records"] = collector.output_records
+        if collector.output_records_counted:
+            self.counters["map_output_records"] = collector.output_records
         self.counters["map_spilled_records"] = collector.spilled_records
         self.counters["shuffle_records"] = sum(index.records)
         self.counters["shuffle_bytes"] = size
