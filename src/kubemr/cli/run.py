@@ -115,7 +115,7 @@ def run(
             skip_bad_records=skip_bad_records,
             s3_endpoint=s3_endpoint,
         )
-        reporter = make_reporter(not quiet and sys.stderr.isatty())
+        reporter = make_reporter(not quiet)
         summary = run_job(job_cls, config, reporter)
     except JobFailed as exc:
         typer.echo(f"kubemr: job failed: {exc}", err=True)
