@@ -9,6 +9,7 @@ wave.
 from __future__ import annotations
 
 import itertools
+import json
 import multiprocessing
 import os
 import pickle
@@ -298,7 +299,6 @@ class _LocalJob:
         self, plan: Plan, step_index: int, step: MRStep, splits: list[Any]
     ) -> None:
         """TOTAL_ORDER: sample keys from the step's input to cut even key ranges."""
-        job = self.job_cls()
         keys: list[Any] = []
         chosen = splits[:: max(1, len(splits) // 16)][:16]
         for split in chosen:
@@ -317,7 +317,6 @@ class _LocalJob:
             else:
                 pairs = records
             keys.extend(k for k, _ in pairs)
-        del job
         keys.sort(key=order_key)
         boundaries = range_boundaries(keys, plan.steps[step_index].reducers)
         storage.write_bytes(plan.boundaries_url(step_index), pickle.dumps(boundaries), self.options)
@@ -515,8 +514,6 @@ class _LocalJob:
             "counters": counters,
             "storage": {"requests": requests, **moved},
         }
-        import json
-
         marker = storage.join(out, "_SUCCESS")
         storage.write_bytes(marker, json.dumps(summary, indent=2).encode(), self.options)
         return summary
