@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     peaks = sorted(rss.peaks.values(), reverse=True)
     counters = summary["counters"]["kubemr"]
     print(
-        f"input {os.path.getsize(path) / 1e6:.0f} MB, {args.workers} workers, --memory {args.memory}"
+        f"input {os.path.getsize(path) / 1e6:.0f} MB, {args.workers} workers, "
+        f"--memory {args.memory}"
     )
     print(f"wall {seconds:.1f} s; map spilled {counters.get('map_spilled_records', 0):,} records")
     print(f"peak RSS per process (MB): {[round(p / 2**20) for p in peaks[: args.workers + 1]]}")

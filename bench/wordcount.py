@@ -195,7 +195,8 @@ def main(argv: list[str] | None = None) -> None:
         median = statistics.median(times)
         rows[name] = {"seconds": median, "mb_per_s": mb / median, "peak_rss_mb": peak / 1e6}
         print(
-            f"{name:<15} {median:8.2f} s  {mb / median:8.1f} MB/s  peak worker RSS {peak / 1e6:6.0f} MB",
+            f"{name:<15} {median:8.2f} s  {mb / median:8.1f} MB/s  "
+            f"peak worker RSS {peak / 1e6:6.0f} MB",
             flush=True,
         )
     print()

@@ -186,9 +186,11 @@ def test_minio_restart_mid_job_gives_correct_output_or_a_clear_failure(minio, s3
         if sum("/tasks/map-" in k for k in work) >= 3:
             break
         time.sleep(0.2)
+    assert thread.is_alive(), "the job ended before the restart; give it more input"
     minio.restart()
     thread.join(timeout=600)
     assert not thread.is_alive()
+    print("restart outcome:", "failed clearly" if "error" in result else "succeeded")
     if "error" in result:
         # a clear failure: no _SUCCESS, and a message naming a task
         assert "task" in str(result["error"])
