@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from .kubestack import Kubestack, kubestack_binary
+
+
+@dataclass
+class Cluster:
+    kubeconfig: str
+    stack: Kubestack | None = None
+
+    def api_client(self) -> Any:
+        from kubernetes import config
+
+        return config.new_client_from_config(config_file=self.kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def kube() -> Iterator[Cluster]:
+    """A real Kubernetes control plane: kubestack, or the cluster in $KUBECONFIG when
+    KUBEMR_E2E_USE_EXISTING=1."""
+    if os.environ.get("KUBEMR_E2E_USE_EXISTING") == "1" and os.environ.get("KUBECONFIG"):
+        yield Cluster(os.environ["KUBECONFIG"])
+        return
+    state = tempfile.mkdtemp(prefix="kubestack-")
+    stack = Kubestack(kubestack_binary(), state, cpu="4", memory="8Gi")
+    try:
+        stack.start()
+        yield Cluster(stack.kubeconfig, stack)
+    finally:
+        stack.stop()

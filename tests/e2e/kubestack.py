@@ -1,0 +1,283 @@
+"""Start and stop a kubestack cluster: etcd, API server, controller manager, scheduler
+and one node, each its own process group on 127.0.0.1.
+
+    python -m tests.e2e.kubestack up [--state DIR]   # prints export KUBECONFIG=...
+    python -m tests.e2e.kubestack down [--state DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT_STATE = os.path.join(
+    os.environ.get("KUBEMR_CACHE", os.path.expanduser("~/.cache/kubemr")), "kubestack", "run"
+)
+
+
+def kubestack_binary() -> str:
+    """``$KUBESTACK_BIN``, or the binary scripts/kubestack-build builds or reuses."""
+    env_bin = os.environ.get("KUBESTACK_BIN")
+    if env_bin and os.path.exists(env_bin):
+        return env_bin
+    out = subprocess.run(
+        [os.path.join(ROOT, "scripts", "kubestack-build")],
+        check=True, capture_output=True, text=True, timeout=3600,
+    )  # fmt: skip
+    return out.stdout.strip().splitlines()[-1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Kubestack:
+    """One cluster. ``start()`` returns when the node is Ready and the ``default``
+    ServiceAccount exists; ``stop()`` ends every process group it started."""
+
+    def __init__(
+        self, binary: str, state_dir: str, cpu: str = "4", memory: str = "8Gi", pods: str = "110"
+    ) -> None:
+        self.binary = binary
+        self.state = state_dir
+        self.capacity = {"cpu": cpu, "memory": memory, "pods": pods}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.kubeconfig = os.path.join(state_dir, "kubeconfig")
+        self.node_name = "kubestack-node"
+
+    # -- processes -------------------------------------------------------------------------
+    def _spawn(self, name: str, *args: str) -> None:
+        log = open(os.path.join(self.state, f"{name}.log"), "ab")
+        self.procs[name] = subprocess.Popen(
+            [self.binary, name, *args],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        with open(os.path.join(self.state, "pids.json"), "w") as fh:
+            json.dump({n: p.pid for n, p in self.procs.items()}, fh)
+
+    def log_tail(self, name: str, chars: int = 3000) -> str:
+        try:
+            with open(os.path.join(self.state, f"{name}.log"), errors="replace") as fh:
+                return fh.read()[-chars:]
+        except OSError:
+            return "(no log)"
+
+    def _wait(self, what: str, check: Callable[[], bool], timeout: float, component: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"kubestack {name} exited with {proc.returncode} while waiting for "
+                        f"{what}; its log ends:\n{self.log_tail(name)}"
+                    )
+            try:
+                if check():
+                    return
+            except Exception:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(
+            f"kubestack: no {what} after {timeout:.0f}s; {component} log ends:\n"
+            f"{self.log_tail(component)}"
+        )
+
+    # -- start and stop --------------------------------------------------------------------
+    def start(self, timeout: float = 180) -> None:
+        os.makedirs(self.state, exist_ok=True)
+        pki = os.path.join(self.state, "pki")
+        subprocess.run([self.binary, "pki", "--dir", pki], check=True, timeout=60)
+        etcd_port, peer_port, api_port, node_port = (free_port() for _ in range(4))
+        self.server = f"https://127.0.0.1:{api_port}"
+        self._write_kubeconfig(pki)
+        self._spawn(
+            "etcd", "--data-dir", os.path.join(self.state, "etcd"),
+            "--client-port", str(etcd_port), "--peer-port", str(peer_port),
+        )  # fmt: skip
+        self._spawn(
+            "apiserver",
+            f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={api_port}",
+            f"--cert-dir={os.path.join(self.state, 'apiserver')}",
+            f"--client-ca-file={pki}/ca.crt",
+            "--authorization-mode=RBAC",
+            f"--service-account-key-file={pki}/sa.pub",
+            f"--service-account-signing-key-file={pki}/sa.key",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--endpoint-reconciler-type=none",
+            "--enable-priority-and-fairness=false",
+            "--allow-privileged=true",
+            f"--kubelet-certificate-authority={pki}/ca.crt",
+            "--kubelet-preferred-address-types=InternalIP",
+            "--profiling=false",
+        )
+        self._wait("API server /readyz", self._readyz, timeout, "apiserver")
+        self._spawn(
+            "controller-manager",
+            f"--kubeconfig={self.kubeconfig}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            "--secure-port=0",
+            f"--service-account-private-key-file={pki}/sa.key",
+            f"--root-ca-file={pki}/ca.crt",
+            "--controllers=*,-nodeipam,-service-lb-controller,-route,-cloud-node-lifecycle",
+            "--profiling=false",
+        )
+        self._spawn(
+            "scheduler",
+            f"--kubeconfig={self.kubeconfig}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            "--secure-port=0",
+        )
+        self._spawn(
+            "node",
+            f"--kubeconfig={self.kubeconfig}",
+            f"--name={self.node_name}",
+            f"--log-dir={os.path.join(self.state, 'pod-logs')}",
+            f"--port={node_port}",
+            f"--tls-cert={pki}/node.crt",
+            f"--tls-key={pki}/node.key",
+            f"--cpu={self.capacity['cpu']}",
+            f"--memory={self.capacity['memory']}",
+            f"--pods={self.capacity['pods']}",
+        )
+        self._wait("Ready node", self._node_ready, timeout, "node")
+        self._wait("default ServiceAccount", self._default_sa, timeout, "controller-manager")
+
+    def stop(self) -> None:
+        for name in reversed(list(self.procs)):
+            proc = self.procs[name]
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+        for proc in reversed(list(self.procs.values())):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(timeout=10)
+        self.procs.clear()
+
+    # -- access ----------------------------------------------------------------------------
+    def _write_kubeconfig(self, pki: str) -> None:
+        def b64(name: str) -> str:
+            with open(os.path.join(pki, name), "rb") as fh:
+                return base64.b64encode(fh.read()).decode()
+
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "kubestack",
+                    "cluster": {"server": self.server, "insecure-skip-tls-verify": True},
+                }
+            ],
+            "users": [
+                {
+                    "name": "admin",
+                    "user": {
+                        "client-certificate-data": b64("admin.crt"),
+                        "client-key-data": b64("admin.key"),
+                    },
+                }
+            ],
+            "contexts": [
+                {"name": "kubestack", "context": {"cluster": "kubestack", "user": "admin"}}
+            ],
+            "current-context": "kubestack",
+        }
+        with open(self.kubeconfig, "w") as fh:
+            json.dump(config, fh, indent=1)
+        self._pki = pki
+
+    def _ssl(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.load_cert_chain(
+            os.path.join(self._pki, "admin.crt"), os.path.join(self._pki, "admin.key")
+        )
+        return ctx
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.server + path, context=self._ssl(), timeout=5) as resp:
+            body = resp.read()
+        return json.loads(body) if body.startswith(b"{") else body.decode()
+
+    def _readyz(self) -> bool:
+        return self.get("/readyz") == "ok"
+
+    def _node_ready(self) -> bool:
+        node = self.get(f"/api/v1/nodes/{self.node_name}")
+        conds = {c["type"]: c["status"] for c in node["status"].get("conditions", [])}
+        return conds.get("Ready") == "True"
+
+    def _default_sa(self) -> bool:
+        return (
+            self.get("/api/v1/namespaces/default/serviceaccounts/default")["metadata"]["name"]
+            == "default"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("action", choices=["up", "down"])
+    parser.add_argument("--state", default=DEFAULT_STATE)
+    args = parser.parse_args()
+    if args.action == "up":
+        stack = Kubestack(kubestack_binary(), args.state)
+        started = time.monotonic()
+        try:
+            stack.start()
+        except BaseException:
+            stack.stop()
+            raise
+        print(
+            f"# kubestack ready in {time.monotonic() - started:.1f}s; stop it with "
+            f"tools/kubestack/down",
+            file=sys.stderr,
+        )
+        print(f"export KUBECONFIG={stack.kubeconfig}")
+        return
+    try:
+        with open(os.path.join(args.state, "pids.json")) as fh:
+            pids = json.load(fh)
+    except FileNotFoundError:
+        return
+    for pid in pids.values():
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    os.remove(os.path.join(args.state, "pids.json"))
+
+
+if __name__ == "__main__":
+    main()
