@@ -131,6 +131,7 @@ class Kubestack:
             "--profiling=false",
         )
         self._wait("API server /readyz", self._readyz, timeout, "apiserver")
+        self._trust_serving_cert()
         self._spawn(
             "controller-manager",
             f"--kubeconfig={self.kubeconfig}",
@@ -214,6 +215,19 @@ class Kubestack:
         with open(self.kubeconfig, "w") as fh:
             json.dump(config, fh, indent=1)
         self._pki = pki
+
+    def _trust_serving_cert(self) -> None:
+        """Point the kubeconfig at the API server's self-generated serving certificate
+        (its file holds the certificate and the CA that signed it)."""
+        with open(os.path.join(self.state, "apiserver", "apiserver.crt"), "rb") as fh:
+            ca = base64.b64encode(fh.read()).decode()
+        with open(self.kubeconfig) as fh:
+            config = json.load(fh)
+        cluster = config["clusters"][0]["cluster"]
+        cluster.pop("insecure-skip-tls-verify", None)
+        cluster["certificate-authority-data"] = ca
+        with open(self.kubeconfig, "w") as fh:
+            json.dump(config, fh, indent=1)
 
     def _ssl(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context()
