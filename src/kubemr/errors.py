@@ -25,15 +25,22 @@ class BadRecordError(KubemrError):
     """A malformed input record; deterministic, so retrying the task cannot help."""
 
 
-class JobFailed(KubemrError):
-    """The job failed; ``failure`` names the task, attempt and root cause."""
+class CarriesFailure(Exception):
+    """An exception whose message is a :class:`TaskFailure`.
+
+    Its args hold the failure itself, so it pickles across process boundaries.
+    """
 
     def __init__(self, failure: TaskFailure) -> None:
-        super().__init__(failure)  # args hold the failure itself, so it pickles
+        super().__init__(failure)
         self.failure = failure
 
     def __str__(self) -> str:
         return self.failure.describe()
+
+
+class JobFailed(CarriesFailure, KubemrError):
+    """The job failed; ``failure`` names the task, attempt and root cause."""
 
 
 @dataclass

@@ -22,7 +22,7 @@ from typing import Any
 
 import cloudpickle
 
-from kubemr.errors import BadRecordError, TaskFailure
+from kubemr.errors import BadRecordError, CarriesFailure, TaskFailure
 from kubemr.formats import (
     INTERNAL,
     Split,
@@ -55,15 +55,8 @@ REDUCE = "reduce"
 OUTPUT_BATCH = 16384
 
 
-class TaskError(Exception):
+class TaskError(CarriesFailure):
     """A task attempt failed; carries the :class:`TaskFailure` to report."""
-
-    def __init__(self, failure: TaskFailure) -> None:
-        super().__init__(failure)  # args hold the failure itself, so it pickles
-        self.failure = failure
-
-    def __str__(self) -> str:
-        return self.failure.describe()
 
 
 @dataclass

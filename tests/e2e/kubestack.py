@@ -12,7 +12,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -20,6 +19,8 @@ import time
 import urllib.request
 from collections.abc import Callable
 from typing import Any
+
+from tests.support import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_STATE = os.path.join(
@@ -37,12 +38,6 @@ def kubestack_binary() -> str:
         check=True, capture_output=True, text=True, timeout=3600,
     )  # fmt: skip
     return out.stdout.strip().splitlines()[-1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Kubestack:

@@ -14,6 +14,7 @@ import pytest
 
 import kubemr
 from kubemr.errors import InputError, OutputError
+from tests.support import free_port
 
 from ..unit import jobs
 
@@ -125,11 +126,7 @@ def test_missing_bucket_names_bucket(minio, s3_bucket, tmp_path) -> None:
 
 
 def test_unreachable_endpoint_fails_fast(s3_bucket, tmp_path, monkeypatch) -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     (tmp_path / "in.txt").write_text(TEXT)
     started = time.monotonic()
     code = subprocess.run(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -12,6 +11,7 @@ from kubemr import storage
 from kubemr.storage import StorageError, StorageOptions
 from kubemr.storage import s3 as s3mod
 from kubemr.storage.s3 import S3Store
+from tests.support import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -93,9 +93,7 @@ def test_check_access_errors_are_clear_and_keep_the_secret(minio, s3_bucket, mon
         S3Store(StorageOptions()).check_access(f"s3://{s3_bucket}/x", write=False)
     assert "refused" in str(info.value) and s3_bucket in str(info.value)
     assert "wrong-secret-value-xyz" not in str(info.value)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     closed = S3Store(StorageOptions(s3_endpoint=f"http://127.0.0.1:{port}"))
     with pytest.raises(StorageError, match=rf"cannot reach http://127\.0\.0\.1:{port}"):
         closed.check_access(f"s3://{s3_bucket}/x", write=True)

@@ -9,10 +9,9 @@ from typing import Annotated
 
 import typer
 
+from kubemr import api
 from kubemr.errors import JobFailed, KubemrError
 from kubemr.loader import load_job_class
-from kubemr.progress import make_reporter
-from kubemr.runner import RunConfig, run_job
 from kubemr.sizes import format_size, parse_size
 
 
@@ -99,7 +98,8 @@ def run(
     """
     try:
         job_cls = load_job_class(job)
-        config = RunConfig(
+        summary = api.run(
+            job_cls,
             inputs=input,
             output=output,
             reducers=reducers,
@@ -114,9 +114,8 @@ def run(
             keep_work=keep_work,
             skip_bad_records=skip_bad_records,
             s3_endpoint=s3_endpoint,
+            progress=not quiet,
         )
-        reporter = make_reporter(not quiet)
-        summary = run_job(job_cls, config, reporter)
     except JobFailed as exc:
         typer.echo(f"kubemr: job failed: {exc}", err=True)
         typer.echo("kubemr: no _SUCCESS was written; the output is incomplete.", err=True)
