@@ -111,3 +111,31 @@ def test_store_pickles_without_its_client(store) -> None:
     _ = store.client
     clone = pickle.loads(pickle.dumps(store))
     assert clone._client is None
+
+
+def test_throttling_and_server_errors_are_retried(store) -> None:
+    from botocore.awsrequest import AWSResponse
+
+    url = f"s3://{BUCKET}/retried"
+    with store.open_write(url) as fh:
+        fh.write(b"payload")
+    failures = {"n": 0}
+
+    class Raw:
+        def stream(self, **_):
+            yield b""
+
+    def fail_twice(request, **_):
+        if failures["n"] < 2:
+            failures["n"] += 1
+            status = 503 if failures["n"] == 1 else 500
+            body = b"<Error><Code>SlowDown</Code><Message>slow down</Message></Error>"
+            response = AWSResponse(request.url, status, {}, Raw())
+            response._content = body
+            return response
+        return None
+
+    store.client.meta.events.register("before-send.s3.GetObject", fail_twice)
+    with store.open_read(url) as fh:
+        assert fh.read() == b"payload"
+    assert failures["n"] == 2
