@@ -41,7 +41,7 @@ JOBS = ("wordcount", "sort", "join")
 KUBEMR_JOBS = {
     ("kubemr-record", "wordcount"): "bench.wordcount_jobs:WordCount",
     ("kubemr-batch", "wordcount"): "bench.wordcount_jobs:BatchWordCount",
-    ("kubemr-record", "sort"): "bench.jobs_sort_join:TotalSort",
+    ("kubemr-record", "sort"): os.path.join(ROOT, "examples", "total_sort.py"),
     ("kubemr-record", "join"): "bench.jobs_sort_join:RevenueByCountry",
 }
 

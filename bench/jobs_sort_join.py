@@ -1,24 +1,10 @@
-"""kubemr jobs for the peer benchmark's total sort and join-and-aggregate."""
+"""kubemr's job for the peer benchmark's join-and-aggregate (sort uses the example)."""
 
 from __future__ import annotations
 
 import json
 
 import kubemr
-
-
-class TotalSort(kubemr.MapReduce):
-    """gensort-style records by their 10-byte key; parts concatenate sorted."""
-
-    TOTAL_ORDER = True
-    OUTPUT_FORMAT = "text"
-
-    def mapper(self, line):
-        yield line[:10], line
-
-    def reducer(self, key, lines):
-        for line in lines:
-            yield None, line
 
 
 class RevenueByCountry(kubemr.MapReduce):

@@ -30,37 +30,10 @@ from multiprocessing import get_context
 import psutil
 
 import kubemr
+from bench.peers.plain import ranges, read_chunks
 from bench.wordcount_jobs import BatchWordCount, WordCount, mapper
 from kubemr.datagen import zipf_text
 from kubemr.sizes import parse_size
-
-CHUNK = 4 << 20
-
-
-def ranges(path: str, n: int) -> list[tuple[str, int, int]]:
-    size = os.path.getsize(path)
-    bounds = [0]
-    with open(path, "rb") as fh:
-        for i in range(1, n):
-            fh.seek(size * i // n)
-            fh.readline()
-            bounds.append(fh.tell())
-    bounds.append(size)
-    return [(path, bounds[i], bounds[i + 1]) for i in range(n)]
-
-
-def read_chunks(path: str, start: int, end: int):
-    with open(path, "rb") as fh:
-        fh.seek(start)
-        left = end - start
-        rest = b""
-        while left > 0:
-            data = fh.read(min(CHUNK, left))
-            left -= len(data)
-            data = rest + data
-            cut = data.rfind(b"\n") + 1 if left > 0 else len(data)
-            rest = data[cut:]
-            yield data[:cut].decode()
 
 
 def per_record(args: tuple[str, int, int]) -> dict:

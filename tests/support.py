@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def free_port() -> int:
@@ -10,3 +14,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def built_binary(env_var: str, script: str) -> str:
+    """``$env_var`` when it names a file, else the path the project's build script
+    prints last (it builds into the cache outside the checkout, or reuses it)."""
+    env_bin = os.environ.get(env_var)
+    if env_bin and os.path.exists(env_bin):
+        return env_bin
+    out = subprocess.run(
+        [os.path.join(ROOT, "scripts", script)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    return out.stdout.strip().splitlines()[-1]

@@ -27,7 +27,8 @@ def ranges(path: str, n: int) -> list[tuple[str, int, int]]:
     return [(path, bounds[i], bounds[i + 1]) for i in range(n)]
 
 
-def lines_of(path: str, start: int, end: int):
+def read_chunks(path: str, start: int, end: int):
+    """Decoded text of ``[start, end)`` in chunks of whole lines."""
     with open(path, "rb") as fh:
         fh.seek(start)
         left = end - start
@@ -38,7 +39,12 @@ def lines_of(path: str, start: int, end: int):
             data = rest + data
             cut = data.rfind(b"\n") + 1 if left > 0 else len(data)
             rest = data[cut:]
-            yield from data[:cut].decode().splitlines()
+            yield data[:cut].decode()
+
+
+def lines_of(path: str, start: int, end: int):
+    for text in read_chunks(path, start, end):
+        yield from text.splitlines()
 
 
 def count_words(args) -> dict:

@@ -20,7 +20,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from tests.support import free_port
+from tests.support import built_binary, free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_STATE = os.path.join(
@@ -30,14 +30,7 @@ DEFAULT_STATE = os.path.join(
 
 def kubestack_binary() -> str:
     """``$KUBESTACK_BIN``, or the binary scripts/kubestack-build builds or reuses."""
-    env_bin = os.environ.get("KUBESTACK_BIN")
-    if env_bin and os.path.exists(env_bin):
-        return env_bin
-    out = subprocess.run(
-        [os.path.join(ROOT, "scripts", "kubestack-build")],
-        check=True, capture_output=True, text=True, timeout=3600,
-    )  # fmt: skip
-    return out.stdout.strip().splitlines()[-1]
+    return built_binary("KUBESTACK_BIN", "kubestack-build")
 
 
 class Kubestack:

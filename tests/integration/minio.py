@@ -15,24 +15,14 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from tests.support import free_port
+from tests.support import built_binary, free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def minio_binary() -> str:
     """``$KUBEMR_MINIO_BIN``, or the binary ``scripts/install-minio`` builds or reuses."""
-    env_bin = os.environ.get("KUBEMR_MINIO_BIN")
-    if env_bin and os.path.exists(env_bin):
-        return env_bin
-    out = subprocess.run(
-        [os.path.join(ROOT, "scripts", "install-minio")],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=3000,
-    )
-    return out.stdout.strip().splitlines()[-1]
+    return built_binary("KUBEMR_MINIO_BIN", "install-minio")
 
 
 class MinioServer:
