@@ -60,6 +60,10 @@ def command(engine: str, job: str, data: str, out: str, workers: int) -> list[st
     if engine == "spark":
         python = os.path.join(VENVS, "spark", "bin", "python")
         return [python, os.path.join(HERE, "peers", "spark.py"), job, data, out, str(workers)]
+    if engine == "dask":
+        python = os.path.join(VENVS, "dask", "bin", "python")
+        script = os.path.join(HERE, "peers", "dask_engine.py")
+        return [python, script, job, data, out, str(workers)]
     if engine == "coreutils":
         os.makedirs(out, exist_ok=True)
         sort = f"LC_ALL=C sort --parallel={workers} -S 4G"
@@ -113,6 +117,14 @@ def normalise(engine: str, job: str, out: str) -> Any:
         if job == "join":
             rows = (line.split("\t") for line in _lines(parts))
             return {c: (int(a), int(n)) for c, a, n in rows}
+        return _sorted_digest(_lines(parts))
+    if engine == "dask":
+        if job == "join":
+            rows = (line.split("\t") for line in _lines([os.path.join(out, "result.tsv")]))
+            return {c: (int(a), int(n)) for c, a, n in rows}
+        parts = _files(out, ["dask/*.txt"])
+        if job == "wordcount":
+            return {k: int(v) for k, v in (line.split("\t") for line in _lines(parts))}
         return _sorted_digest(_lines(parts))
     if engine == "coreutils":
         path = [os.path.join(out, "result.txt")]
@@ -217,7 +229,9 @@ def data_bytes(path: str) -> int:
     return os.path.getsize(path)
 
 
-ENGINES = ["kubemr-record", "kubemr-batch", "plain-1proc", "plain-Nproc", "spark", "coreutils"]
+ENGINES = [
+    "kubemr-record", "kubemr-batch", "plain-1proc", "plain-Nproc", "spark", "dask", "coreutils"
+]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
