@@ -1,7 +1,14 @@
-"""A real MinIO server on 127.0.0.1 for tests and benchmarks."""
+"""A real MinIO server on 127.0.0.1 for tests and benchmarks.
+
+The server listens on loopback only (API and console on free ports), with generated root
+credentials, the web console, update checks and call-home off, and its data in a temp
+dir. :meth:`MinioServer.restart` stops and starts the same server on the same port and
+data, as a fault test needs.
+"""
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import shutil
@@ -18,6 +25,10 @@ from botocore.config import Config
 from tests.support import built_binary, free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REGION = "us-east-1"
+
+# urllib must not send the health checks of a loopback server through a proxy.
+_direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def minio_binary() -> str:
@@ -30,17 +41,20 @@ class MinioServer:
 
     def __init__(self, binary: str, data_dir: str | None = None) -> None:
         self.binary = binary
-        self._own_dir = data_dir is None
-        self.data_dir = data_dir or tempfile.mkdtemp(prefix="kubemr-minio-")
+        self._tmp = tempfile.mkdtemp(prefix="kubemr-minio-")
+        self.data_dir = data_dir or os.path.join(self._tmp, "data")
+        os.makedirs(self.data_dir, exist_ok=True)
+        self.log_path = os.path.join(self._tmp, "minio.log")
         self.port = free_port()
         self.console_port = free_port()
         self.access_key = "kubemr" + secrets.token_hex(4)
         self.secret_key = secrets.token_hex(16)
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.log_path = os.path.join(self.data_dir, "..", f"minio-{self.port}.log")
         self.proc: subprocess.Popen[bytes] | None = None
+        atexit.register(self.stop)  # also when the session dies before its teardown
 
     def start(self, timeout: float = 60) -> None:
+        """Start the server and wait (bounded) until ``/minio/health/live`` answers."""
         env = dict(
             os.environ,
             MINIO_ROOT_USER=self.access_key,
@@ -48,73 +62,87 @@ class MinioServer:
             MINIO_BROWSER="off",
             MINIO_UPDATE="off",
             MINIO_CALLHOME_ENABLE="off",
+            MINIO_SCANNER_SPEED="slowest",
+            MINIO_REGION=REGION,
         )
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [
-                self.binary, "server", self.data_dir, "--quiet",
-                "--address", f"127.0.0.1:{self.port}",
-                "--console-address", f"127.0.0.1:{self.console_port}",
-            ],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    self.binary, "server", self.data_dir, "--quiet", "--anonymous",
+                    "--address", f"127.0.0.1:{self.port}",
+                    "--console-address", f"127.0.0.1:{self.console_port}",
+                ],
+                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"minio exited with {self.proc.returncode}: {self._log_tail()}")
+                code = self.proc.returncode
+                self.proc = None
+                raise RuntimeError(f"minio exited with {code}: {self.log_tail()}")
             try:
-                with urllib.request.urlopen(f"{self.endpoint}/minio/health/live", timeout=1):
+                with _direct.open(f"{self.endpoint}/minio/health/live", timeout=1):
                     return
             except OSError:
                 time.sleep(0.1)
-        raise TimeoutError(f"minio not live after {timeout}s: {self._log_tail()}")
+        self.stop()
+        raise TimeoutError(f"minio not live after {timeout}s: {self.log_tail()}")
 
     def stop(self) -> None:
-        if self.proc is None:
+        """Stop the server's whole process group (TERM, then KILL after 20 s)."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
             return
         try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=20)
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
         except ProcessLookupError:
             pass
         except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        self.proc = None
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
 
     def restart(self) -> None:
+        """The same server again: same port, credentials and data."""
         self.stop()
         self.start()
 
     def close(self) -> None:
         self.stop()
-        if self._own_dir:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
+        atexit.unregister(self.stop)
+        shutil.rmtree(self._tmp, ignore_errors=True)
 
-    def _log_tail(self) -> str:
+    def log_tail(self, n: int = 2000) -> str:
         try:
             with open(self.log_path, errors="replace") as fh:
-                return fh.read()[-2000:]
+                return fh.read()[-n:]
         except OSError:
             return "(no log)"
 
     def env(self) -> dict[str, str]:
+        """The AWS variables that point a client or a subprocess at this server."""
         return {
             "AWS_ACCESS_KEY_ID": self.access_key,
             "AWS_SECRET_ACCESS_KEY": self.secret_key,
             "AWS_ENDPOINT_URL_S3": self.endpoint,
-            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": REGION,
         }
 
     def client(self) -> Any:
+        """A boto3 client for set-up and checks in tests (not the code under test)."""
         return boto3.client(
             "s3",
             endpoint_url=self.endpoint,
             aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key,
-            region_name="us-east-1",
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 10}),
+            region_name=REGION,
+            config=Config(
+                s3={"addressing_style": "path"},
+                retries={"mode": "standard", "total_max_attempts": 10},
+                proxies={},
+                max_pool_connections=32,
+            ),
         )
 
     def make_bucket(self, name: str) -> str:

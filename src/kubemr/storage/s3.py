@@ -1,42 +1,81 @@
 """S3-compatible object storage (AWS S3, MinIO, ...) through boto3.
 
-Configuration follows the standard AWS chain (environment, profiles, instance roles) for
-credentials; the endpoint is ``StorageOptions.s3_endpoint`` or else
-``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``. A custom endpoint gets path-style
-addressing, which MinIO and most S3-compatible servers want.
+Credentials come from the standard AWS chain (environment, profiles, instance and pod
+roles). The endpoint is ``StorageOptions.s3_endpoint``, else ``AWS_ENDPOINT_URL_S3``,
+else ``AWS_ENDPOINT_URL``, else whatever the AWS configuration names (AWS S3 by default).
+A custom endpoint gets path-style addressing, which MinIO and most S3-compatible servers
+want. The region defaults to ``us-east-1`` when none is configured.
 
 Reads are streaming ranged GETs that resume from the current offset when a connection
-breaks; writes buffer one part at a time and use a single PUT for small objects and a
-multipart upload otherwise, completed on a clean exit and aborted on an exception, so
-an object appears whole or not at all.
+breaks. Writes buffer one part at a time and use a single PUT for small objects and a
+multipart upload otherwise, completed on a clean exit and aborted on an exception, so an
+object appears whole or not at all.
+
+Every request is counted in :attr:`S3Store.stats` by kind (``GET``, ``PUT``, ``LIST``,
+``DELETE``, ``HEAD``); the multipart create, each part and the complete call count as
+``PUT``, each resumed GET as ``GET`` and each ``DeleteObjects`` batch as one ``DELETE``.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import threading
+import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
 import boto3
 import botocore.exceptions
+import urllib3.exceptions
 from botocore.config import Config
 
+from kubemr.storage import StorageOptions
 from kubemr.storage.base import ObjectInfo, RequestStats, StorageError
 
 PART_SIZE = 8 << 20
+"""Bytes buffered per multipart part (S3 wants at least 5 MiB for all but the last part)."""
+PARTS_PER_STEP = 1000
+"""The part size doubles after every this many parts, so that one upload's 10,000 parts
+reach S3's 5 TiB object limit while small objects keep small parts."""
 READ_RESUMES = 5
-_STREAM_ERRORS = (
+"""How many times in a row a broken read stream is re-opened before the error is raised."""
+MAX_ATTEMPTS = 8
+"""Attempts per request, the first one included (``AWS_MAX_ATTEMPTS`` overrides it)."""
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 120.0
+
+_STREAM_ERRORS: tuple[type[BaseException], ...] = (
     botocore.exceptions.IncompleteReadError,
     botocore.exceptions.ReadTimeoutError,
     botocore.exceptions.ResponseStreamingError,
     botocore.exceptions.ConnectionError,
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.ReadTimeoutError,
     ConnectionError,
     TimeoutError,
 )
-_AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "Forbidden"}
-_MISSING_BUCKET = {"NoSuchBucket", "404", "NotFound"}
+_AUTH_CODES = frozenset(
+    {
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+        "InvalidToken",
+        "ExpiredToken",
+        "AuthorizationHeaderMalformed",
+        "403",
+        "Forbidden",
+    }
+)
+_MISSING_KEY = frozenset({"NoSuchKey", "404", "NotFound"})
+_MISSING_BUCKET = frozenset({"NoSuchBucket", "404", "NotFound"})
+_CREDENTIALS_HINT = (
+    "check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or AWS_PROFILE) "
+    "and their rights on the bucket"
+)
+_ENDPOINT_HINT = "check --s3-endpoint / AWS_ENDPOINT_URL_S3 and that the server is up"
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -53,60 +92,135 @@ def _code(exc: botocore.exceptions.ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-class S3Store:
-    """An :class:`~kubemr.storage.base.ObjectStore` over S3 or a compatible server."""
+def _env_endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
-    def __init__(self, options: Any) -> None:
-        self.options = options
+
+def _is_aws(endpoint: str) -> bool:
+    host = endpoint.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+    return host.endswith((".amazonaws.com", ".amazonaws.com.cn"))
+
+
+_live_stores: weakref.WeakSet[S3Store] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A lock held by another thread at fork time would never be released in the child.
+    for store in list(_live_stores):
+        store._lock = threading.Lock()
+        store._client = None
+        store.stats._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class S3Store:
+    """An :class:`~kubemr.storage.base.ObjectStore` over S3 or a compatible server.
+
+    ``part_size`` (bytes per multipart part, default :data:`PART_SIZE`) and
+    ``page_size`` (keys per LIST request, default the server's 1000) are tuning knobs
+    for tests and benchmarks.
+
+    The boto3 client is made lazily, once per process: a store copied into a forked
+    worker makes its own client there, and a pickled store carries only its settings.
+    """
+
+    def __init__(
+        self,
+        options: StorageOptions | None = None,
+        *,
+        part_size: int | None = None,
+        page_size: int | None = None,
+    ) -> None:
+        self.options = options or StorageOptions()
+        self.part_size = part_size
+        self.page_size = page_size
         self.stats = RequestStats()
         self._lock = threading.Lock()
         self._client: Any = None
         self._pid = 0
+        _live_stores.add(self)
 
     # -- the client ----------------------------------------------------------------------
     @property
     def endpoint(self) -> str:
-        return (
-            self.options.s3_endpoint
-            or os.environ.get("AWS_ENDPOINT_URL_S3")
-            or os.environ.get("AWS_ENDPOINT_URL")
-            or "AWS S3"
-        )
+        """The endpoint URL this store talks to, for messages."""
+        explicit = self.options.s3_endpoint or _env_endpoint()
+        if explicit:
+            return explicit
+        try:
+            return str(self.client.meta.endpoint_url)
+        except Exception:  # a broken profile: the check names the problem itself
+            return "AWS S3"
 
     def _make_client(self, *, quick: bool = False) -> Any:
-        endpoint = (
-            self.options.s3_endpoint
-            or os.environ.get("AWS_ENDPOINT_URL_S3")
-            or os.environ.get("AWS_ENDPOINT_URL")
-        )
-        config = Config(
-            retries={"mode": "standard", "max_attempts": 2 if quick else 8},
-            connect_timeout=3 if quick else 10,
-            read_timeout=10 if quick else 120,
-            max_pool_connections=self.options.max_pool_connections,
-            s3={"addressing_style": "path"} if endpoint else {},
-        )
+        """A new client; ``quick`` ones fail fast (a short connect timeout, one retry)."""
+        endpoint = self.options.s3_endpoint or _env_endpoint()
+        mode = os.environ.get("AWS_RETRY_MODE", "standard")
+        if mode not in ("standard", "adaptive"):
+            mode = "standard"
+        try:
+            attempts = int(os.environ.get("AWS_MAX_ATTEMPTS", MAX_ATTEMPTS))
+        except ValueError:
+            attempts = MAX_ATTEMPTS
         session = boto3.session.Session()
-        region = session.region_name or "us-east-1"
-        return session.client("s3", endpoint_url=endpoint, region_name=region, config=config)
+        region = session.region_name or os.environ.get("AWS_REGION") or "us-east-1"
+
+        def make(path_style: bool) -> Any:
+            retries: Any = {
+                "mode": "standard" if quick else mode,
+                "total_max_attempts": 2 if quick else attempts,
+            }
+            config = Config(
+                retries=retries,
+                connect_timeout=2 if quick else CONNECT_TIMEOUT,
+                read_timeout=10 if quick else READ_TIMEOUT,
+                max_pool_connections=self.options.max_pool_connections,
+                s3={"addressing_style": "path"} if path_style else None,
+            )
+            return session.client("s3", endpoint_url=endpoint, region_name=region, config=config)
+
+        client = make(path_style=endpoint is not None)
+        if endpoint is None and not _is_aws(str(client.meta.endpoint_url)):
+            # an endpoint from the AWS config file (``endpoint_url``): a custom server too
+            client = make(path_style=True)
+        return client
 
     @property
     def client(self) -> Any:
-        # boto3 clients must not cross fork(): make a new one in each process.
-        if self._client is None or self._pid != os.getpid():
+        """This process's boto3 client (clients must not cross ``fork``)."""
+        pid = os.getpid()
+        if self._client is None or self._pid != pid:
             with self._lock:
-                if self._client is None or self._pid != os.getpid():
+                if self._client is None or self._pid != pid:
                     self._client = self._make_client()
-                    self._pid = os.getpid()
+                    self._pid = pid
         return self._client
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"options": self.options}
+        return {"options": self.options, "part_size": self.part_size, "page_size": self.page_size}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["options"])  # type: ignore[misc]
+        self.__init__(  # type: ignore[misc]
+            state["options"], part_size=state.get("part_size"), page_size=state.get("page_size")
+        )
 
-    # -- reading -----------------------------------------------------------------------------
+    def _fail(self, exc: botocore.exceptions.ClientError, url: str) -> Exception:
+        """The error to raise for a failed request: user-fixable problems become a
+        :class:`StorageError` that says what to do; anything else stays as it is."""
+        code = _code(exc)
+        bucket = split_url(url)[0]
+        where = f"bucket {bucket!r} at {self.endpoint}"
+        if code in _AUTH_CODES:
+            return StorageError(
+                f"access to {url} at {self.endpoint} was refused ({code}): " + _CREDENTIALS_HINT
+            )
+        if code == "NoSuchBucket":
+            return StorageError(f"{where} does not exist: create it, or check the bucket name")
+        return exc
+
+    # -- reading -------------------------------------------------------------------------
     def stat(self, url: str) -> ObjectInfo:
         bucket, key = split_url(url)
         if not key or key.endswith("/"):
@@ -115,53 +229,78 @@ class S3Store:
         try:
             head = self.client.head_object(Bucket=bucket, Key=key)
         except botocore.exceptions.ClientError as exc:
-            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+            if _code(exc) in _MISSING_KEY:
                 raise FileNotFoundError(url) from None
-            raise
+            raise self._fail(exc, url) from exc
         return ObjectInfo(url, int(head["ContentLength"]))
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         bucket, key_prefix = split_url(prefix)
         paginator = self.client.get_paginator("list_objects_v2")
+        pagination = {"PageSize": self.page_size} if self.page_size else {}
         found: list[ObjectInfo] = []
-        for page in paginator.paginate(Bucket=bucket, Prefix=key_prefix):
-            self.stats.count("LIST")
-            for obj in page.get("Contents", []):
-                found.append(ObjectInfo(f"s3://{bucket}/{obj['Key']}", int(obj["Size"])))
+        pages = paginator.paginate(Bucket=bucket, Prefix=key_prefix, PaginationConfig=pagination)
+        try:
+            for page in pages:
+                self.stats.count("LIST")
+                for obj in page.get("Contents", []):
+                    found.append(ObjectInfo(f"s3://{bucket}/{obj['Key']}", int(obj["Size"])))
+        except botocore.exceptions.ClientError as exc:
+            raise self._fail(exc, prefix) from exc
         found.sort(key=lambda info: info.url)
         yield from found
 
     def open_read(self, url: str, start: int = 0, end: int | None = None) -> BinaryIO:
+        if start < 0 or (end is not None and end < start):
+            raise ValueError(f"bad byte range [{start}, {end}) for {url}")
         return _RangeReader(self, url, start, end)  # type: ignore[return-value]
 
-    def _get(self, bucket: str, key: str, start: int, end: int | None) -> Any:
-        rng = f"bytes={start}-" if end is None else f"bytes={start}-{end - 1}"
+    def _get(
+        self, bucket: str, key: str, start: int, end: int | None, etag: str | None = None
+    ) -> dict[str, Any] | None:
+        """One (ranged) GET; ``None`` when ``start`` is at or past the end of the object."""
+        args: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if start > 0 or end is not None:
+            args["Range"] = f"bytes={start}-" if end is None else f"bytes={start}-{end - 1}"
+        if etag:
+            args["IfMatch"] = etag
+        url = f"s3://{bucket}/{key}"
         self.stats.count("GET")
         try:
-            return self.client.get_object(Bucket=bucket, Key=key, Range=rng)["Body"]
+            return self.client.get_object(**args)  # type: ignore[no-any-return]
         except botocore.exceptions.ClientError as exc:
             code = _code(exc)
-            if code in ("NoSuchKey", "404"):
-                raise FileNotFoundError(f"s3://{bucket}/{key}") from None
+            if code in _MISSING_KEY:
+                raise FileNotFoundError(url) from None
             if code == "InvalidRange":
-                return None  # reading at or past the end
-            raise
+                return None
+            if code in ("PreconditionFailed", "412"):
+                raise StorageError(f"{url} was replaced while it was being read") from None
+            raise self._fail(exc, url) from exc
 
-    # -- writing -----------------------------------------------------------------------------
+    # -- writing -------------------------------------------------------------------------
     @contextmanager
     def open_write(self, url: str) -> Iterator[BinaryIO]:
-        writer = _MultipartWriter(self, *split_url(url))
+        bucket, key = split_url(url)
+        if not key or key.endswith("/"):
+            raise IsADirectoryError(f"{url} names no object key")
+        writer = _MultipartWriter(self, bucket, key, self.part_size or PART_SIZE)
         try:
             yield writer  # type: ignore[misc]
+            writer.complete()
         except BaseException:
             writer.abort()
             raise
-        writer.complete()
 
     def delete(self, url: str) -> None:
         bucket, key = split_url(url)
         self.stats.count("DELETE")
-        self.client.delete_object(Bucket=bucket, Key=key)
+        try:
+            self.client.delete_object(Bucket=bucket, Key=key)
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) in _MISSING_KEY:
+                return
+            raise self._fail(exc, url) from exc
 
     def delete_prefix(self, prefix: str) -> int:
         bucket, _ = split_url(prefix)
@@ -169,16 +308,38 @@ class S3Store:
         for i in range(0, len(keys), 1000):
             batch = keys[i : i + 1000]
             self.stats.count("DELETE")
-            self.client.delete_objects(
-                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
-            )
+            try:
+                resp = self.client.delete_objects(
+                    Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
+                )
+            except botocore.exceptions.ClientError as exc:
+                raise self._fail(exc, prefix) from exc
+            errors = resp.get("Errors") or []
+            if errors:
+                first = errors[0]
+                example = f"s3://{bucket}/{first.get('Key')}"
+                raise StorageError(
+                    f"could not delete {len(errors)} objects under {prefix}, e.g. {example}: "
+                    f"{first.get('Code')} {first.get('Message', '')}"
+                )
         return len(keys)
 
-    # -- checks ------------------------------------------------------------------------------
+    # -- checks --------------------------------------------------------------------------
     def check_access(self, url: str, *, write: bool) -> None:
+        """One quick ``HeadBucket`` that turns the usual set-up mistakes into a clear
+        :class:`StorageError` naming the endpoint and bucket (never the secret key)."""
         bucket, _ = split_url(url)
-        where = f"bucket {bucket!r} at {self.endpoint}"
-        client = self._make_client(quick=True)
+        try:
+            client = self._make_client(quick=True)
+            endpoint = self.options.s3_endpoint or _env_endpoint() or client.meta.endpoint_url
+        except botocore.exceptions.ProfileNotFound as exc:
+            raise StorageError(f"{exc}: set AWS_PROFILE to a profile that exists") from None
+        except ValueError as exc:  # a malformed endpoint URL
+            raise StorageError(
+                f"bad S3 endpoint {self.options.s3_endpoint or _env_endpoint()!r} ({exc}): "
+                "give a URL such as http://host:9000 in --s3-endpoint / AWS_ENDPOINT_URL_S3"
+            ) from None
+        where = f"bucket {bucket!r} at {endpoint}"
         self.stats.count("HEAD")
         try:
             client.head_bucket(Bucket=bucket)
@@ -186,91 +347,130 @@ class S3Store:
             code = _code(exc)
             if code in _MISSING_BUCKET:
                 raise StorageError(
-                    f"{where} does not exist: create it, or check the bucket name"
+                    f"{where} does not exist: create it (for example "
+                    f"`aws s3 mb s3://{bucket}`), or check the bucket name"
                 ) from None
             if code in _AUTH_CODES:
                 raise StorageError(
-                    f"access to {where} was refused ({code}): check the credentials "
-                    "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or AWS_PROFILE) and their rights"
+                    f"access to {where} was refused ({code}): " + _CREDENTIALS_HINT
+                ) from None
+            if code in ("301", "PermanentRedirect"):
+                headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+                region = headers.get("x-amz-bucket-region", "another region")
+                raise StorageError(
+                    f"{where} is in {region}: set AWS_DEFAULT_REGION={region}"
                 ) from None
             raise StorageError(f"{where}: {code or exc}") from None
-        except botocore.exceptions.NoCredentialsError:
+        except (
+            botocore.exceptions.NoCredentialsError,
+            botocore.exceptions.PartialCredentialsError,
+        ):
             raise StorageError(
                 f"no credentials for {where}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
                 "(or AWS_PROFILE)"
             ) from None
-        except (botocore.exceptions.EndpointConnectionError, *_STREAM_ERRORS) as exc:
+        except _STREAM_ERRORS as exc:
             raise StorageError(
-                f"cannot reach {self.endpoint} for bucket {bucket!r} ({type(exc).__name__}): "
-                "check --s3-endpoint / AWS_ENDPOINT_URL_S3 and that the server is up"
+                f"cannot reach {endpoint} for bucket {bucket!r} ({type(exc).__name__}): "
+                + _ENDPOINT_HINT
             ) from None
 
 
-class _RangeReader:
-    """A streaming ranged GET that resumes from its offset when the stream breaks."""
+class _RangeReader(io.RawIOBase):
+    """A streaming ranged GET that resumes from its offset when the stream breaks.
+
+    A resumed GET asks for the same version of the object (``If-Match`` its ETag), so a
+    reader never stitches together two different objects.
+    """
 
     def __init__(self, store: S3Store, url: str, start: int, end: int | None) -> None:
+        super().__init__()
         self._store = store
+        self._url = url
         self._bucket, self._key = split_url(url)
         self._pos = start
         self._end = end
         self._body: Any = None
+        self._etag: str | None = None
         self._done = end is not None and end <= start
-        self._resumes = 0
 
-    def _open(self) -> None:
-        self._body = self._store._get(self._bucket, self._key, self._pos, self._end)
-        if self._body is None:
+    def _open(self) -> bool:
+        resp = self._store._get(self._bucket, self._key, self._pos, self._end, self._etag)
+        if resp is None:
             self._done = True
+            return False
+        self._etag = self._etag or resp.get("ETag")
+        self._body = resp["Body"]
+        return True
 
-    def read(self, n: int = -1) -> bytes:
-        if self._done:
+    def _drop_body(self) -> None:
+        body, self._body = self._body, None
+        if body is not None:
+            try:
+                body.close()
+            except Exception:
+                pass
+
+    def read(self, n: int | None = -1) -> bytes:
+        if self.closed:
+            raise ValueError("read from a closed reader")
+        if n is None:
+            n = -1
+        if self._done or n == 0:
             return b""
         if self._end is not None:
             left = self._end - self._pos
             n = left if n < 0 else min(n, left)
+        failures = 0
         while True:
-            if self._body is None:
-                self._open()
-                if self._done:
-                    return b""
+            if self._body is None and not self._open():
+                return b""
             try:
-                data = self._body.read() if n < 0 else self._body.read(n)
+                data: bytes = self._body.read() if n < 0 else self._body.read(n)
                 break
             except _STREAM_ERRORS:
-                self._resumes += 1
-                self._body = None
-                if self._resumes > READ_RESUMES:
+                self._drop_body()
+                failures += 1
+                if failures > READ_RESUMES:
                     raise
+                time.sleep(min(0.05 * 2**failures, 1.0))
         if not data:
             self._done = True
+            self._drop_body()
             return b""
         self._pos += len(data)
         self._store.stats.add_read(len(data))
         if self._end is not None and self._pos >= self._end:
             self._done = True
+            self._drop_body()
         return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
 
     def readable(self) -> bool:
         return True
 
+    def tell(self) -> int:
+        return self._pos
+
     def close(self) -> None:
-        if self._body is not None:
-            self._body.close()
-            self._body = None
+        self._drop_body()
         self._done = True
-
-    def __enter__(self) -> _RangeReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().close()
 
 
-class _MultipartWriter:
+class _MultipartWriter(io.RawIOBase):
     """Buffers one part; a single PUT when the object is small, multipart otherwise."""
 
-    def __init__(self, store: S3Store, bucket: str, key: str, part_size: int = PART_SIZE) -> None:
+    def __init__(self, store: S3Store, bucket: str, key: str, part_size: int) -> None:
+        super().__init__()
         self._store = store
         self._bucket = bucket
         self._key = key
@@ -280,12 +480,15 @@ class _MultipartWriter:
         self._parts: list[dict[str, Any]] = []
         self._written = 0
 
-    def write(self, data: bytes | bytearray | memoryview) -> int:
+    def write(self, data: Any) -> int:
+        if self.closed:
+            raise ValueError("write to a closed writer")
+        n = len(memoryview(data).cast("B"))
         self._buf += data
-        self._written += len(data)
-        if len(self._buf) >= self._part_size:
-            self._flush_part()
-        return len(data)
+        self._written += n
+        while len(self._buf) >= self._current_part_size():
+            self._upload_part()
+        return n
 
     def tell(self) -> int:
         return self._written
@@ -294,50 +497,71 @@ class _MultipartWriter:
         return True
 
     def flush(self) -> None:
-        pass
+        """Parts go out as the buffer fills; the object appears on close, not on flush."""
 
-    def _flush_part(self) -> None:
+    def _current_part_size(self) -> int:
+        return self._part_size << (len(self._parts) // PARTS_PER_STEP)
+
+    def _upload_part(self) -> None:
         client = self._store.client
+        stats = self._store.stats
         if self._upload_id is None:
-            self._store.stats.count("PUT")
-            self._upload_id = client.create_multipart_upload(Bucket=self._bucket, Key=self._key)[
-                "UploadId"
-            ]
+            stats.count("PUT")
+            created = client.create_multipart_upload(Bucket=self._bucket, Key=self._key)
+            self._upload_id = created["UploadId"]
+        size = min(len(self._buf), self._current_part_size())
+        body = bytes(self._buf[:size])
         number = len(self._parts) + 1
-        self._store.stats.count("PUT")
+        stats.count("PUT")
         resp = client.upload_part(
             Bucket=self._bucket,
             Key=self._key,
             UploadId=self._upload_id,
             PartNumber=number,
-            Body=bytes(self._buf),
+            Body=body,
         )
-        self._store.stats.add_written(len(self._buf))
+        stats.add_written(size)
         self._parts.append({"ETag": resp["ETag"], "PartNumber": number})
-        self._buf = bytearray()
+        del self._buf[:size]
 
     def complete(self) -> None:
-        client = self._store.client
-        if self._upload_id is None:
-            self._store.stats.count("PUT")
-            client.put_object(Bucket=self._bucket, Key=self._key, Body=bytes(self._buf))
-            self._store.stats.add_written(len(self._buf))
+        """Make the object appear (a PUT, or the multipart upload's completion)."""
+        if self.closed:
             return
-        if self._buf:
-            self._flush_part()
-        self._store.stats.count("PUT")
-        client.complete_multipart_upload(
-            Bucket=self._bucket,
-            Key=self._key,
-            UploadId=self._upload_id,
-            MultipartUpload={"Parts": self._parts},
-        )
+        client = self._store.client
+        try:
+            if self._upload_id is None:
+                self._store.stats.count("PUT")
+                client.put_object(Bucket=self._bucket, Key=self._key, Body=bytes(self._buf))
+                self._store.stats.add_written(len(self._buf))
+            else:
+                if self._buf:
+                    self._upload_part()
+                self._store.stats.count("PUT")
+                client.complete_multipart_upload(
+                    Bucket=self._bucket,
+                    Key=self._key,
+                    UploadId=self._upload_id,
+                    MultipartUpload={"Parts": self._parts},
+                )
+                self._upload_id = None
+        except botocore.exceptions.ClientError as exc:
+            raise self._store._fail(exc, f"s3://{self._bucket}/{self._key}") from exc
+        self._buf = bytearray()
+        super().close()
 
     def abort(self) -> None:
-        if self._upload_id is not None:
+        """Drop everything written; nothing appears at the key."""
+        self._buf = bytearray()
+        upload_id, self._upload_id = self._upload_id, None
+        if upload_id is not None:
             try:
                 self._store.client.abort_multipart_upload(
-                    Bucket=self._bucket, Key=self._key, UploadId=self._upload_id
+                    Bucket=self._bucket, Key=self._key, UploadId=upload_id
                 )
             except Exception:
                 pass  # the original error is what matters; lifecycle rules reap leftovers
+        super().close()
+
+    def close(self) -> None:
+        """Closing inside the ``with`` block is a no-op: the block's exit decides."""
