@@ -61,6 +61,13 @@ def join(paths: list[str]) -> dict:
     return {k: v for k, v in totals.items()}
 
 
+def unmatched_events(paths: list[str]) -> int:
+    """Events whose user_id is not in the users table (an inner join drops them)."""
+    rows = [json.loads(line) for line in lines_of(paths) if line.strip()]
+    users = {r["user_id"] for r in rows if r["table"] == "users"}
+    return sum(1 for r in rows if r["table"] == "events" and r["user_id"] not in users)
+
+
 def total_sort(paths: list[str]) -> list[str]:
     return sorted(lines_of(paths), key=lambda line: line[:10])
 
