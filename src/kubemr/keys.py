@@ -15,6 +15,7 @@ per process (PYTHONHASHSEED); see :func:`stable_hash`.
 
 from __future__ import annotations
 
+import bisect
 import pickle
 import zlib
 from collections.abc import Iterable
@@ -127,3 +128,34 @@ def stable_hash(key: Any) -> int:
 def hash_partition(key: Any, num_partitions: int) -> int:
     """The default partitioner."""
     return stable_hash(key) % num_partitions
+
+
+class RangePartitioner:
+    """Partitions by sampled key ranges, so partitions are ordered (total sort).
+
+    Partition ``p`` holds the keys ``k`` with ``cuts[p-1] <= order_key(k) < cuts[p]``;
+    keys past the last cut go to the last partition.
+    """
+
+    def __init__(self, boundaries: list[Any]) -> None:
+        self.cuts = [order_key(b) for b in boundaries]
+
+    def __call__(self, key: Any, num_partitions: int) -> int:
+        return min(bisect.bisect_right(self.cuts, order_key(key)), num_partitions - 1)
+
+    def split_sorted(self, pairs: list[Any], num_partitions: int) -> list[list[Any]]:
+        """Partitions of pairs already sorted by the order rule: one binary search per
+        cut instead of a call per pair."""
+        parts = []
+        start = 0
+        for cut in self.cuts[: num_partitions - 1]:
+            end = bisect.bisect_left(pairs, cut, lo=start, key=_pair_order_key)
+            parts.append(pairs[start:end])
+            start = end
+        parts.append(pairs[start:])
+        parts.extend([] for _ in range(num_partitions - len(parts)))
+        return parts
+
+
+def _pair_order_key(kv: tuple[Any, Any]) -> Any:
+    return order_key(kv[0])

@@ -11,6 +11,7 @@ disk when it passes its budget; the final output merges the runs.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import os
@@ -28,6 +29,7 @@ from kubemr.keys import (
     KEY_CLASS_EMPTY,
     KEY_CLASS_MIXED,
     KEY_CLASS_STR,
+    RangePartitioner,
     hash_partition,
     key_class,
     merge_key_classes,
@@ -35,6 +37,7 @@ from kubemr.keys import (
 )
 
 _first = itemgetter(0)
+_second = itemgetter(1)
 _MISSING = object()
 
 
@@ -168,6 +171,83 @@ def read_segment(fh: Any) -> Iterator[tuple[Any, Any]]:
         yield from zip(keys, values)
 
 
+def read_segment_blocks(fh: Any) -> Iterator[list[tuple[Any, Any]]]:
+    """The pairs of one partition segment as one list per block."""
+    for keys, values, _ in iter_blocks(fh):
+        yield list(zip(keys, values))
+
+
+def merge_sorted_blocks(
+    streams: list[Iterator[list[tuple[Any, Any]]]], cls: str
+) -> Iterator[list[tuple[Any, Any]]]:
+    """k-way merge of streams of key-sorted blocks, yielding merged batches of pairs.
+
+    Works a block at a time instead of a record at a time: every pair with a key below
+    the smallest last key of the buffered blocks can go out now, so those prefixes are
+    concatenated and sorted together (Timsort merges the sorted runs in C). Stable:
+    pairs with equal keys come out in stream order, even when a key's pairs span blocks.
+    """
+    if cls == KEY_CLASS_MIXED:
+
+        def keyfn(kv: tuple[Any, Any]) -> Any:
+            return order_key(kv[0])
+    else:
+        keyfn = _first
+    bufs: list[list[tuple[Any, Any]]] = []
+    sources: list[Iterator[list[tuple[Any, Any]]]] = []
+    for stream in streams:
+        block = next(stream, None)
+        while block is not None and not block:
+            block = next(stream, None)
+        if block is not None:
+            bufs.append(block)
+            sources.append(stream)
+    pos = [0] * len(bufs)
+
+    def refill(i: int) -> bool:
+        """Next non-empty block of stream i; False when the stream is done."""
+        block = next(sources[i], None)
+        while block is not None and not block:
+            block = next(sources[i], None)
+        if block is None:
+            return False
+        bufs[i] = block
+        pos[i] = 0
+        return True
+
+    live = list(range(len(bufs)))
+    while live:
+        if len(live) == 1:  # one stream left: no merging needed
+            i = live[0]
+            yield bufs[i][pos[i] :]
+            while refill(i):
+                yield bufs[i]
+            return
+        bound = min(keyfn(bufs[i][-1]) for i in live)
+        # 1. Everything below the bound, from every stream, sorted together.
+        batch: list[tuple[Any, Any]] = []
+        for i in live:
+            cut = bisect.bisect_left(bufs[i], bound, lo=pos[i], key=keyfn)
+            if cut > pos[i]:
+                batch.extend(bufs[i][pos[i] : cut])
+                pos[i] = cut
+        if batch:
+            batch.sort(key=keyfn)
+            yield batch
+        # 2. The pairs equal to the bound, stream by stream (they may span blocks).
+        for i in live:
+            while True:
+                buf = bufs[i]
+                if pos[i] == len(buf) or keyfn(buf[pos[i]]) != bound:
+                    break
+                cut = bisect.bisect_right(buf, bound, lo=pos[i], key=keyfn)
+                yield buf[pos[i] : cut]
+                pos[i] = cut
+                if cut < len(buf) or not refill(i):
+                    break
+        live = [i for i in live if pos[i] < len(bufs[i]) or refill(i)]
+
+
 def merge_sorted(streams: list[Iterator[tuple[Any, Any]]], cls: str) -> Iterator[tuple[Any, Any]]:
     """k-way merge of key-sorted streams (stable: earlier streams first on ties)."""
     if len(streams) == 1:
@@ -179,14 +259,15 @@ def merge_sorted(streams: list[Iterator[tuple[Any, Any]]], cls: str) -> Iterator
 
 def group_sorted(pairs: Iterable[tuple[Any, Any]], cls: str) -> Iterator[tuple[Any, Iterator[Any]]]:
     """``(key, values)`` for each run of equal keys in key-sorted pairs."""
-    keyfn = (lambda kv: order_key(kv[0])) if cls == KEY_CLASS_MIXED else _first
-    for _, group in itertools.groupby(pairs, key=keyfn):
+    if cls != KEY_CLASS_MIXED:
+        # The group key is the key itself: no need to peek at the first pair.
+        second = _second
+        for key, group in itertools.groupby(pairs, key=_first):
+            yield key, map(second, group)
+        return
+    for _, group in itertools.groupby(pairs, key=lambda kv: order_key(kv[0])):
         first = next(group)
-        yield first[0], itertools.chain((first[1],), map(_first_value, group))  # noqa: B031
-
-
-def _first_value(kv: tuple[Any, Any]) -> Any:
-    return kv[1]
+        yield first[0], itertools.chain((first[1],), map(_second, group))  # noqa: B031
 
 
 def sorted_values(values: Iterable[Any]) -> list[Any]:
@@ -428,6 +509,13 @@ class MapCollector:
             self._acc = {}
             self._values = 0
         cls = key_class(map(_first, pairs))
+        if isinstance(self.partitioner, RangePartitioner):
+            # Ranges: sort once, then cut the sorted run at the partition boundaries.
+            sort_pairs(pairs, cls)
+            parts = self.partitioner.split_sorted(pairs, self.num_partitions)
+            if cls == KEY_CLASS_MIXED:  # a part may hold fewer classes than the whole
+                return parts, [key_class(map(_first, part)) for part in parts]
+            return parts, [cls if part else KEY_CLASS_EMPTY for part in parts]
         parts = partition_pairs(pairs, self.num_partitions, self.partitioner, cls)
         classes = []
         for part in parts:
@@ -470,10 +558,10 @@ class MapCollector:
                 fh = open(run.path, "rb")  # noqa: SIM115 - closed below
                 fh.seek(start)
                 files.append(fh)
-                streams.append(read_segment(_Limited(fh, end - start)))
+                streams.append(read_segment_blocks(_Limited(fh, end - start)))
         cls = merge_key_classes(run.index.key_classes[p] for run in self._runs)
         try:
-            merged = merge_sorted(streams, cls) if streams else iter(())
+            merged = itertools.chain.from_iterable(merge_sorted_blocks(streams, cls))
             if self.mode == "plain":
                 yield from merged
             elif self.mode == "aggregate":

@@ -33,7 +33,7 @@ from kubemr.formats import (
     output_line_encoder,
 )
 from kubemr.job import Aggregate, MapReduce, MRStep, job_steps
-from kubemr.keys import KEY_CLASS_MIXED, merge_key_classes, order_key
+from kubemr.keys import KEY_CLASS_MIXED, RangePartitioner, merge_key_classes, order_key
 from kubemr.plan import Plan, task_name
 from kubemr.shuffle import (
     MapCollector,
@@ -41,8 +41,8 @@ from kubemr.shuffle import (
     UserCodeFailure,
     fold_into,
     group_sorted,
-    merge_sorted,
-    read_segment,
+    merge_sorted_blocks,
+    read_segment_blocks,
     sort_pairs,
     sorted_values,
 )
@@ -348,19 +348,6 @@ class _MapTask(_TaskBase):
         return TaskResult(self.step, MAP, self.index, self.attempt, url, size, None, {}, 0.0)
 
 
-class RangePartitioner:
-    """Partitions by sampled key ranges, so partitions are ordered (total sort)."""
-
-    def __init__(self, boundaries: list[Any]) -> None:
-        import bisect
-
-        self._bisect = bisect.bisect_right
-        self._cuts = [order_key(b) for b in boundaries]
-
-    def __call__(self, key: Any, num_partitions: int) -> int:
-        return min(self._bisect(self._cuts, order_key(key)), num_partitions - 1)
-
-
 class _PairSink:
     """Where map-only and reduce output goes: user format or kubemr's block format."""
 
@@ -523,7 +510,9 @@ class _ReduceTask(_TaskBase):
                 del data
             files = [open(p, "rb", buffering=1 << 20) for p in paths]  # noqa: SIM115
             try:
-                counted = _Counted(merge_sorted([read_segment(f) for f in files], cls))
+                counted = _Counted(
+                    merge_sorted_blocks([read_segment_blocks(f) for f in files], cls)
+                )
                 reducer = self.fns.reducer
                 if isinstance(reducer, Aggregate):
                     agg_name = _reduce_aggregate(reducer, self.fns.map_side_combiner())
@@ -573,17 +562,16 @@ class _ReduceTask(_TaskBase):
 
 
 class _Counted:
-    def __init__(self, it: Iterator[Any]) -> None:
-        self._it = it
+    """The pairs of merged batches, counted a batch at a time."""
+
+    def __init__(self, batches: Iterator[list[Any]]) -> None:
+        self._batches = batches
         self.n = 0
 
-    def __iter__(self) -> _Counted:
-        return self
-
-    def __next__(self) -> Any:
-        item = next(self._it)
-        self.n += 1
-        return item
+    def __iter__(self) -> Iterator[Any]:
+        for batch in self._batches:
+            self.n += len(batch)
+            yield from batch
 
 
 def _reduce_aggregate(reducer: Aggregate, combiner: Any) -> str:

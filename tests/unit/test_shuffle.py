@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kubemr.job import COUNT, MAX, MIN, SUM
-from kubemr.keys import hash_partition, order_key
-from kubemr.shuffle import MapCollector, read_segment
+from kubemr.keys import RangePartitioner, hash_partition, key_class, merge_key_classes, order_key
+from kubemr.shuffle import MapCollector, merge_sorted_blocks, read_segment
 
 words = st.text(alphabet="abcdefg", min_size=1, max_size=3)
 mixed_keys = st.one_of(words, st.integers(0, 20), st.tuples(words, st.integers(0, 3)))
@@ -109,3 +109,56 @@ def test_a_mapping_from_mapper_batch_is_folded() -> None:
     for p in range(2):
         got.update(read_segment(io.BytesIO(data[index.offsets[p] : index.offsets[p + 1]])))
     assert got == dict(Counter("abracadabra") + Counter("banana"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.lists(st.tuples(mixed_keys, st.integers()), max_size=40), max_size=6),
+    st.integers(1, 7),
+)
+def test_block_merge_equals_a_stable_sort(runs, block) -> None:
+    # Each run sorted by the order rule, then cut into blocks of `block` pairs (empty
+    # blocks included): the merge must equal a stable sort of the runs in stream order.
+    runs = [sorted(run, key=lambda kv: order_key(kv[0])) for run in runs]
+    streams = [iter([run[i : i + block] for i in range(0, len(run), block)] + [[]]) for run in runs]
+    cls = merge_key_classes(key_class(k for k, _ in run) for run in runs)
+    merged = [kv for batch in merge_sorted_blocks(streams, cls) for kv in batch]
+    tagged = [kv for run in runs for kv in run]
+    assert merged == sorted(tagged, key=lambda kv: order_key(kv[0]))
+
+
+def test_block_merge_keeps_stream_order_for_a_key_spanning_blocks() -> None:
+    a = [[("k", "a1"), ("k", "a2")], [("k", "a3"), ("z", "a4")]]
+    b = [[("k", "b1")], [("k", "b2"), ("m", "b3")]]
+    merged = [kv for batch in merge_sorted_blocks([iter(a), iter(b)], "str") for kv in batch]
+    assert [v for _, v in merged] == ["a1", "a2", "a3", "b1", "b2", "b3", "a4"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(mixed_keys, st.integers()), max_size=200),
+    st.lists(mixed_keys, max_size=5),
+    st.integers(1, 6),
+    st.sampled_from([1 << 30, 2000]),
+)
+def test_range_partitions_are_ordered_and_match_the_partitioner(
+    pairs, boundaries, partitions, budget
+) -> None:
+    # Cutting the sorted buffer at the boundaries must place every pair exactly where
+    # calling the partitioner per pair would, spilled or not.
+    ranges = RangePartitioner(sorted(boundaries, key=order_key))
+    collector = MapCollector(num_partitions=partitions, partitioner=ranges, memory_budget=budget)
+    for i in range(0, len(pairs), 30):
+        collector.feed_output(pairs[i : i + 30])
+        collector.maybe_spill()
+    out = io.BytesIO()
+    index = collector.write(out)
+    data = out.getvalue()
+    got = []
+    for p in range(partitions):
+        part = list(read_segment(io.BytesIO(data[index.offsets[p] : index.offsets[p + 1]])))
+        assert all(ranges(k, partitions) == p for k, _ in part)
+        ks = [order_key(k) for k, _ in part]
+        assert ks == sorted(ks)
+        got.extend(part)
+    assert Counter(map(repr, got)) == Counter(map(repr, pairs))
