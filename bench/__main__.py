@@ -1,23 +1,26 @@
 """kubemr against its peers, side by side in one run, on the same data and cores.
 
-    python -m bench all --size 1GB [--repeat 3] [--engines kubemr-record spark ...]
+    python -m bench all --size 1GB [--repeat 3] [--sizes 100MB,1GB,4GB] [--engines ...]
+    python -m bench profile --size 100MB          # where kubemr's time goes, per job
 
 Jobs: word count (Zipf text), total sort (gensort-style records by 10-byte key),
 join-and-aggregate (events joined with users, amount and count per country). Each engine
-runs its idiomatic program as a subprocess; outputs are normalised and checked equal
-before a time counts. Writes bench/results/peers-<size>.json, a table into
-docs/benchmarks.md and a plot into docs/img/.
+runs its idiomatic program (bench/peers/<engine>/) as a subprocess, peers with their own
+virtualenv (bench/setup-peers). Outputs are normalised and checked equal before a time
+counts; a mismatch fails the run. Writes bench/results/peers-<size>.json, the tables of
+docs/benchmarks.md and the plots in docs/img/.
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
-import hashlib
 import json
 import os
 import platform
+import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -34,55 +37,96 @@ from kubemr.sizes import parse_size
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+PEERS = os.path.join(HERE, "peers")
+RESULTS = os.path.join(HERE, "results")
 VENVS = os.path.join(
     os.environ.get("KUBEMR_CACHE", os.path.expanduser("~/.cache/kubemr")), "bench-venvs"
 )
 JOBS = ("wordcount", "sort", "join")
+ENGINES = [
+    "kubemr-record", "kubemr-batch", "kubemr-reducejoin", "plain-1proc", "plain-Nproc",
+    "spark", "dask", "mrjob", "lithops", "coreutils",
+]  # fmt: skip
+VENV_ENGINES = ("spark", "dask", "mrjob", "lithops")
 KUBEMR_JOBS = {
     ("kubemr-record", "wordcount"): "bench.wordcount_jobs:WordCount",
-    ("kubemr-batch", "wordcount"): "bench.wordcount_jobs:BatchWordCount",
-    ("kubemr-record", "sort"): os.path.join(ROOT, "examples", "total_sort.py"),
-    ("kubemr-record", "join"): "bench.jobs_sort_join:RevenueByCountry",
+    ("kubemr-batch", "wordcount"): "bench.jobs_batch:ChunkWordCount",
+    ("kubemr-record", "sort"): "bench.jobs_sort_join:TotalSort",
+    ("kubemr-batch", "sort"): "bench.jobs_batch:ChunkTotalSort",
+    ("kubemr-record", "join"): "bench.jobs_sort_join:ReplicatedJoin",
+    ("kubemr-batch", "join"): "bench.jobs_batch:ChunkReplicatedJoin",
+    ("kubemr-reducejoin", "join"): "bench.jobs_sort_join:RevenueByCountry",
 }
 
 
-def command(engine: str, job: str, data: str, out: str, workers: int) -> list[str] | str | None:
-    """The command an engine runs for a job (a shell string for coreutils), or None."""
+def python_of(engine: str) -> str:
+    """The interpreter of a peer's own virtualenv; creates the venv if it is missing."""
+    python = os.path.join(VENVS, engine, "bin", "python")
+    if not os.path.exists(os.path.join(VENVS, engine, ".installed")):
+        print(f"installing {engine} into {VENVS}/{engine}", flush=True)
+        subprocess.run([os.path.join(HERE, "setup-peers"), engine], check=True)
+    return python
+
+
+def kubemr_inputs(ref: str, data: str) -> list[str]:
+    """The input options of a kubemr job: the replicated joins read the events and get
+    the users table as a parameter; every other job reads its data as it is."""
+    if "ReplicatedJoin" in ref:
+        return ["-i", os.path.join(data, "events.jsonl"),
+                "--param", f"users={os.path.join(data, 'users.csv')}"]  # fmt: skip
+    return ["-i", data]
+
+
+def command(engine: str, job: str, data: str, out: str, workers: int) -> list[str] | None:
+    """The command an engine runs for a job, or None where the engine does not fit."""
     if engine.startswith("kubemr"):
         ref = KUBEMR_JOBS.get((engine, job))
         if ref is None:
             return None
-        return [sys.executable, "-m", "kubemr", "run", ref, "-i", data, "-o", out,
+        return [sys.executable, "-m", "kubemr", "run", ref, *kubemr_inputs(ref, data), "-o", out,
                 "--workers", str(workers), "--quiet", "--overwrite"]  # fmt: skip
     if engine in ("plain-1proc", "plain-Nproc"):
         n = 1 if engine == "plain-1proc" else workers
-        return [sys.executable, os.path.join(HERE, "peers", "plain.py"), job, data, out, str(n)]
-    if engine == "spark":
-        python = os.path.join(VENVS, "spark", "bin", "python")
-        return [python, os.path.join(HERE, "peers", "spark.py"), job, data, out, str(workers)]
-    if engine == "dask":
-        python = os.path.join(VENVS, "dask", "bin", "python")
-        script = os.path.join(HERE, "peers", "dask_engine.py")
-        return [python, script, job, data, out, str(workers)]
+        return [sys.executable, "-m", "bench.peers.plain", job, data, out, str(n)]
+    if engine in ("spark", "dask", "lithops"):
+        script = os.path.join(PEERS, engine, "job.py")
+        return [python_of(engine), script, job, data, out, str(workers)]
+    if engine == "mrjob":
+        inputs = [data]
+        if job == "join":
+            inputs = [os.path.join(data, "users.csv"), os.path.join(data, "events.jsonl")]
+        return [python_of(engine), os.path.join(PEERS, "mrjob", f"{job}.py"), "-r", "local",
+                "--no-conf", "--num-cores", str(workers),
+                "--jobconf", f"mapreduce.job.reduces={workers}",
+                *inputs, "--output-dir", os.path.join(out, "mrjob")]  # fmt: skip
     if engine == "coreutils":
-        os.makedirs(out, exist_ok=True)
-        sort = f"LC_ALL=C sort --parallel={workers} -S 4G"
-        if job == "wordcount":
-            return f"tr -s ' \\n' '\\n\\n' < {data} | {sort} | uniq -c > {out}/result.txt"
-        if job == "sort":
-            return f"{sort} -s -t $'\\t' -k1.1,1.10 {data} > {out}/result.txt"
-        return None
-    raise ValueError(engine)
+        if job == "join":
+            return None
+        return ["bash", os.path.join(PEERS, "coreutils", f"{job}.sh"), data, out, str(workers)]
+    raise ValueError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
 
 
 # --------------------------------------------------------------------------- outputs
 
-
-def _files(out: str, patterns: list[str]) -> list[str]:
-    found: list[str] = []
-    for pattern in patterns:
-        found.extend(sorted(glob.glob(os.path.join(out, pattern))))
-    return found
+# Per engine and job: the result files (globs, read in name order) and their format.
+#   jsonl: ["key", value] per line    json-tsv: json key <TAB> json value
+#   tsv: key <TAB> count, or country <TAB> amount <TAB> events
+#   uniq: `uniq -c` lines             lines: the sorted records themselves
+OUTPUTS: dict[str, dict[str, tuple[str, str]]] = {
+    "kubemr": {"wordcount": ("part-*", "jsonl"), "sort": ("part-*", "lines"),
+               "join": ("part-*", "json-tsv")},
+    "plain": {"wordcount": ("result.tsv", "tsv"), "sort": ("result.txt", "lines"),
+              "join": ("result.tsv", "tsv")},
+    "spark": {"wordcount": ("spark/part-*", "tsv"), "sort": ("spark/part-*", "lines"),
+              "join": ("spark/part-*", "tsv")},
+    "dask": {"wordcount": ("dask/*.txt", "tsv"), "sort": ("dask/*.txt", "lines"),
+             "join": ("result.tsv", "tsv")},
+    "mrjob": {"wordcount": ("mrjob/part-*", "json-tsv"), "sort": ("mrjob/part-*", "lines"),
+              "join": ("mrjob/part-*", "json-tsv")},
+    "lithops": {"wordcount": ("result.tsv", "tsv"), "sort": ("lithops/part-*", "lines"),
+                "join": ("result.tsv", "tsv")},
+    "coreutils": {"wordcount": ("result.txt", "uniq"), "sort": ("result.txt", "lines")},
+}  # fmt: skip
 
 
 def _lines(paths: list[str]):
@@ -93,72 +137,64 @@ def _lines(paths: list[str]):
 
 
 def normalise(engine: str, job: str, out: str) -> Any:
-    """An engine's output in one comparable form."""
-    if engine.startswith("kubemr"):
-        parts = _files(out, ["part-*"])
-        if job == "wordcount":
-            return {k: v for k, v in (json.loads(line) for line in _lines(parts))}
-        if job == "join":
-            rows = (line.split("\t") for line in _lines(parts))
-            return {json.loads(k): tuple(json.loads(v)) for k, v in rows}
-        return _sorted_digest(_lines(parts))
-    if engine.startswith("plain"):
-        path = [os.path.join(out, "result.tsv" if job != "sort" else "result.txt")]
-        if job == "wordcount":
-            return {k: int(v) for k, v in (line.split("\t") for line in _lines(path))}
-        if job == "join":
-            rows = (line.split("\t") for line in _lines(path))
-            return {c: (int(a), int(n)) for c, a, n in rows}
-        return _sorted_digest(_lines(path))
-    if engine == "spark":
-        parts = _files(out, ["spark/part-*"])
-        if job == "wordcount":
-            return {k: int(v) for k, v in (line.split("\t") for line in _lines(parts))}
-        if job == "join":
-            rows = (line.split("\t") for line in _lines(parts))
-            return {c: (int(a), int(n)) for c, a, n in rows}
-        return _sorted_digest(_lines(parts))
-    if engine == "dask":
-        if job == "join":
-            rows = (line.split("\t") for line in _lines([os.path.join(out, "result.tsv")]))
-            return {c: (int(a), int(n)) for c, a, n in rows}
-        parts = _files(out, ["dask/*.txt"])
-        if job == "wordcount":
-            return {k: int(v) for k, v in (line.split("\t") for line in _lines(parts))}
-        return _sorted_digest(_lines(parts))
-    if engine == "coreutils":
-        path = [os.path.join(out, "result.txt")]
-        if job == "wordcount":
-            result = {}
-            for line in _lines(path):
-                count, _, word = line.strip().partition(" ")
-                if word:
-                    result[word] = int(count)
-            return result
-        return _sorted_digest(_lines(path))
-    raise ValueError(engine)
+    """An engine's output in one comparable form: word → count; for the sort, the line
+    count and an order-free digest of the lines, after checking the keys are in order;
+    country → (amount, events)."""
+    family = engine.split("-")[0]
+    pattern, fmt = OUTPUTS[family][job]
+    paths = sorted(glob.glob(os.path.join(out, pattern)))
+    if not paths:
+        raise SystemExit(f"{job}: {engine} wrote no {pattern} under {out}")
+    lines = _lines(paths)
+    if fmt == "lines":
+        return _sorted_digest(lines)
+    if fmt == "uniq":
+        pairs = (line.strip().partition(" ")[::2] for line in lines)
+        return {word: int(count) for count, word in pairs if word}
+    if fmt == "jsonl":
+        rows = (json.loads(line) for line in lines if line)
+    elif fmt == "json-tsv":
+        rows = ((json.loads(k), json.loads(v)) for k, v in (ln.split("\t") for ln in lines))
+    else:
+        rows = (
+            (parts[0], int(parts[1]) if len(parts) == 2 else [int(p) for p in parts[1:]])
+            for parts in (line.split("\t") for line in lines)
+        )
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in rows}
 
 
-def _sorted_digest(lines) -> tuple[int, str]:
-    """Checks the keys are in order; returns (count, digest of the multiset of lines)."""
+def _difference(got: Any, want: Any) -> str:
+    if isinstance(got, dict) and isinstance(want, dict):
+        keys = sorted((got.keys() ^ want.keys()) | {k for k in got if got[k] != want.get(k)})
+        example = keys[0] if keys else None
+        return (
+            f"{len(keys)} keys differ, e.g. {example!r}: {got.get(example)!r} "
+            f"against {want.get(example)!r}"
+        )
+    return f"(lines, digest) {got!r} against {want!r}"
+
+
+def _sorted_digest(lines) -> tuple[int, int]:
+    """Checks the keys (first 10 characters) never decrease; returns the number of lines
+    and an order-free digest of them (engines may order equal keys differently)."""
     previous = ""
-    kept = []
+    count = digest = 0
     for line in lines:
         key = line[:10]
         if key < previous:
             raise SystemExit(f"output not sorted: {key!r} after {previous!r}")
         previous = key
-        kept.append(line)
-    kept.sort()
-    digest = hashlib.sha256("\n".join(kept).encode()).hexdigest()
-    return len(kept), digest
+        count += 1
+        digest = (digest + hash(line)) & 0xFFFFFFFFFFFFFFFF
+    return count, digest
 
 
 # --------------------------------------------------------------------------- running
 
 
 class TreeMemory:
-    """Peak of the summed RSS of a process and its descendants."""
+    """Peak of the summed RSS of a process and all its descendants, sampled every 50 ms
+    (bench.wordcount.PeakRss keeps each process's own peak instead)."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -171,9 +207,8 @@ class TreeMemory:
         while not self._stop.is_set():
             try:
                 root = psutil.Process(self.pid)
-                procs = [root, *root.children(recursive=True)]
                 total = 0
-                for p in procs:
+                for p in [root, *root.children(recursive=True)]:
                     try:
                         total += p.memory_info().rss
                     except psutil.Error:
@@ -189,20 +224,31 @@ class TreeMemory:
         return self.peak
 
 
-def run_once(cmd: list[str] | str, cwd: str) -> tuple[float, int]:
+class EngineFailed(Exception):
+    pass
+
+
+def run_once(cmd: list[str], cwd: str, timeout: float) -> tuple[float, int]:
+    """Wall seconds and peak tree RSS of one run; raises EngineFailed on error/timeout."""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env["TMPDIR"] = cwd  # spill and scratch files of every engine go to the run's dir
     t0 = time.perf_counter()
-    shell = isinstance(cmd, str)
     proc = subprocess.Popen(
-        cmd, cwd=cwd, env=env, shell=shell, executable="/bin/bash" if shell else None,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
     )  # fmt: skip
     memory = TreeMemory(proc.pid)
-    _, err = proc.communicate()
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        memory.stop()
+        raise EngineFailed(f"timed out after {timeout:.0f} s") from None
     seconds = time.perf_counter() - t0
     peak = memory.stop()
     if proc.returncode != 0:
-        raise RuntimeError(f"{cmd!r} failed ({proc.returncode}):\n{err[-3000:]}")
+        raise EngineFailed(f"exit {proc.returncode}: {err.strip()[-2000:]}")
     return seconds, peak
 
 
@@ -210,16 +256,19 @@ def make_data(job: str, size: int, data_dir: str) -> str:
     os.makedirs(data_dir, exist_ok=True)
     if job == "wordcount":
         path = os.path.join(data_dir, f"zipf-{size}.txt")
-        if not os.path.exists(path):
-            zipf_text(path, size)
+        make = zipf_text
     elif job == "sort":
         path = os.path.join(data_dir, f"records-{size}.txt")
-        if not os.path.exists(path):
-            sort_records(path, size)
+        make = sort_records
     else:
         path = os.path.join(data_dir, f"join-{size}")
-        if not os.path.exists(os.path.join(path, "events.jsonl")):
-            join_tables(path, size)
+        make = join_tables
+    done = os.path.join(path, "events.jsonl") if job == "join" else path
+    if not os.path.exists(done):
+        print(f"generating {path}", flush=True)
+        partial = path + ".partial"
+        make(partial, size)
+        os.replace(partial, path)
     return path
 
 
@@ -229,80 +278,327 @@ def data_bytes(path: str) -> int:
     return os.path.getsize(path)
 
 
-ENGINES = [
-    "kubemr-record", "kubemr-batch", "plain-1proc", "plain-Nproc", "spark", "dask", "coreutils"
-]  # fmt: skip
+def measure(
+    engine: str, job: str, data: str, args: argparse.Namespace, repeat: int, reference: dict
+) -> dict[str, Any] | None:
+    """Runs one engine on one job ``repeat`` times (fewer if it is slow), checking its
+    output against ``reference`` (the first engine's). None if the engine does not fit."""
+    if command(engine, job, data, "-", args.workers) is None:
+        return None
+    times: list[float] = []
+    peaks: list[int] = []
+    scratch = tempfile.mkdtemp(prefix=f"bench-{engine}-{job}-", dir=args.scratch)
+    try:
+        for _ in range(repeat):
+            out = os.path.join(scratch, "out")
+            shutil.rmtree(out, ignore_errors=True)
+            cmd = command(engine, job, data, out, args.workers)
+            assert cmd is not None
+            try:
+                seconds, peak = run_once(cmd, scratch, args.timeout)
+            except EngineFailed as exc:
+                return {"error": str(exc), "runs": len(times)}
+            result = normalise(engine, job, out)
+            if "result" not in reference:
+                reference.update(engine=engine, result=result)
+            elif result != reference["result"]:
+                raise SystemExit(
+                    f"{job}: {engine}'s output differs from {reference['engine']}'s "
+                    f"({_difference(result, reference['result'])}); no timing counts"
+                )
+            times.append(seconds)
+            peaks.append(peak)
+            if sum(times) + times[-1] > args.engine_budget:
+                break  # slow engine: fewer runs rather than a night of waiting
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {"seconds": statistics.median(times), "runs": len(times), "all_seconds": times,
+            "peak_mb": max(peaks) / 1e6}  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawTextHelpFormatter)  # fmt: skip
-    parser.add_argument("what", choices=["all", *JOBS])
-    parser.add_argument("--size", default="1GB")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=os.cpu_count())
-    parser.add_argument("--engines", nargs="*", default=ENGINES)
-    parser.add_argument("--data-dir", default=os.path.expanduser("~/.cache/kubemr/bench-data"))
-    args = parser.parse_args(argv)
+def _version_of(engine: str, code: str) -> str:
+    python = os.path.join(VENVS, engine, "bin", "python")
+    if not os.path.exists(python):
+        return "not installed"
+    done = subprocess.run([python, "-c", code], capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
+
+
+def machine_facts(engines: list[str]) -> dict[str, Any]:
+    import kubemr
+
+    java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr
+    sort = subprocess.run(["sort", "--version"], capture_output=True, text=True).stdout
+    versions = {"kubemr": getattr(kubemr, "__version__", "dev")}
+    probes = {
+        "spark": "import pyspark; print('pyspark', pyspark.__version__)",
+        "dask": "import dask, pandas, pyarrow; print('dask', dask.__version__, '/ pandas', "
+        "pandas.__version__, '/ pyarrow', pyarrow.__version__)",
+        "mrjob": "import mrjob; print('mrjob', mrjob.__version__)",
+        "lithops": "import lithops; print('lithops', lithops.__version__)",
+    }
+    for engine, code in probes.items():
+        if engine in engines:
+            versions[engine] = _version_of(engine, code)
+    if "coreutils" in engines:
+        versions["coreutils"] = sort.splitlines()[0] if sort else "unknown"
+    return {
+        "cores": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30),
+        "python": platform.python_version(),
+        "java": java.splitlines()[0] if java else "not found",
+        "os": f"{platform.system()} {platform.release()}",
+        "versions": versions,
+    }
+
+
+def run_all(args: argparse.Namespace) -> int:
     size = parse_size(args.size)
     jobs = JOBS if args.what == "all" else (args.what,)
+    for engine in args.engines:
+        if engine in VENV_ENGINES:
+            python_of(engine)  # install missing peers before anything is timed
     results: dict[str, Any] = {
-        "size": args.size, "workers": args.workers, "date": datetime.now(UTC).isoformat(),
-        "machine": {
-            "cores": os.cpu_count(),
-            "memory_gb": round(psutil.virtual_memory().total / 2**30),
-            "python": platform.python_version(),
-        },
-        "jobs": {},
+        "size": args.size, "size_bytes": size, "workers": args.workers,
+        "repeat": args.repeat, "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine_facts(args.engines), "jobs": {}, "scaling": {},
     }  # fmt: skip
+    failures = 0
     for job in jobs:
         data = make_data(job, size, args.data_dir)
         mb = data_bytes(data) / 1e6
-        reference = None
+        reference: dict[str, Any] = {}
         rows: dict[str, Any] = {}
         for engine in args.engines:
-            scratch = tempfile.mkdtemp(prefix=f"bench-{engine}-{job}-")
-            try:
-                times, peaks = [], []
-                for _ in range(args.repeat):
-                    out = os.path.join(scratch, "out")
-                    shutil.rmtree(out, ignore_errors=True)
-                    cmd = command(engine, job, data, out, args.workers)
-                    if cmd is None:
-                        break
-                    seconds, peak = run_once(cmd, scratch)
-                    times.append(seconds)
-                    peaks.append(peak)
-                    result = normalise(engine, job, out)
-                    if reference is None:
-                        reference = (engine, result)
-                    elif result != reference[1]:
-                        raise SystemExit(
-                            f"{job}: {engine}'s output differs from {reference[0]}'s; "
-                            "no timing counts"
-                        )
-                if not times:
-                    continue
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
-            median = statistics.median(times)
-            rows[engine] = {
-                "seconds": median,
-                "mb_per_s": mb / median,
-                "peak_mb": max(peaks) / 1e6,
-                "runs": len(times),
-            }
-            print(f"{job:<10} {engine:<14} {median:8.2f} s {mb / median:8.1f} MB/s "
-                  f"peak {max(peaks) / 1e6:7.0f} MB", flush=True)  # fmt: skip
+            row = measure(engine, job, data, args, args.repeat, reference)
+            if row is None:
+                continue
+            rows[engine] = row
+            if "error" in row:
+                failures += 1
+                print(f"{job:<10} {engine:<17} FAILED {row['error'][:500]}", flush=True)
+                continue
+            row["mb_per_s"] = mb / row["seconds"]
+            print(f"{job:<10} {engine:<17} {row['seconds']:8.2f} s {row['mb_per_s']:8.1f} MB/s "
+                  f"peak {row['peak_mb']:7.0f} MB  ({row['runs']} runs)", flush=True)  # fmt: skip
         base = rows.get("kubemr-record", {}).get("seconds")
         for row in rows.values():
-            row["ratio_to_kubemr"] = row["seconds"] / base if base else None
+            if "seconds" in row:
+                row["ratio_to_kubemr"] = row["seconds"] / base if base else None
         results["jobs"][job] = {"input_mb": mb, "engines": rows}
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    path = os.path.join(HERE, "results", f"peers-{args.size}.json")
+        if args.sizes:
+            results["scaling"][job] = scaling(job, size, rows, args)
+    os.makedirs(RESULTS, exist_ok=True)
+    # A run of some jobs or engines only goes to its own file and leaves the docs alone.
+    partial = set(args.engines) != set(ENGINES) or len(jobs) < len(JOBS)
+    name = f"peers-{args.size}{'-partial' if partial else ''}.json"
+    path = os.path.join(RESULTS, name)
     with open(path, "w") as fh:
         json.dump(results, fh, indent=2)
     print(f"results in {path}")
+    if args.docs and not partial:
+        from bench import report
+
+        report.write_docs(path)
+        print("docs/benchmarks.md and docs/img/ updated")
+    if failures:
+        print(f"{failures} engine run(s) failed; see above", file=sys.stderr)
+    return 2 if failures else 0
+
+
+def scaling(job: str, size: int, rows: dict[str, Any], args: argparse.Namespace) -> dict:
+    """Time against input size, one run per size, for the engines whose time and peak
+    memory, scaled linearly from the main run, stay within --scaling-budget seconds and
+    80 % of this machine's memory."""
+    sizes = [parse_size(s) for s in args.sizes.split(",")]
+    curve: dict[str, dict[str, float]] = {}
+    for s in sorted(sizes):
+        data = None if s == size else make_data(job, s, args.data_dir)
+        reference: dict[str, Any] = {}
+        for engine, row in rows.items():
+            if "seconds" not in row:
+                continue
+            if s == size:
+                curve.setdefault(engine, {})[str(s)] = row["seconds"]
+                continue
+            if row["seconds"] * s / size > args.scaling_budget:
+                print(f"{job:<10} {engine:<17} {s / 1e6:8.0f} MB skipped: too slow", flush=True)
+                continue
+            if row["peak_mb"] * 1e6 * s / size > 0.8 * psutil.virtual_memory().total:
+                print(f"{job:<10} {engine:<17} {s / 1e6:8.0f} MB skipped: would not fit in "
+                      "memory", flush=True)  # fmt: skip
+                continue
+            assert data is not None
+            one = measure(engine, job, data, args, 1, reference)
+            if one and "seconds" in one:
+                curve.setdefault(engine, {})[str(s)] = one["seconds"]
+                print(f"{job:<10} {engine:<17} {s / 1e6:8.0f} MB {one['seconds']:8.2f} s",
+                      flush=True)  # fmt: skip
+    return curve
+
+
+# --------------------------------------------------------------------------- profile
+
+
+def profile(args: argparse.Namespace) -> int:
+    """cProfile of map task 0 and reduce task 0 of each kubemr job's first step, re-run
+    from a kept work dir the way `kubemr worker` runs them; the summary goes to
+    bench/results/profile-<size>.json."""
+    import pstats
+
+    size = parse_size(args.size)
+    summary: dict[str, Any] = {"size": args.size, "date": datetime.now(UTC).isoformat()}
+    for (engine, job), ref in KUBEMR_JOBS.items():
+        data = make_data(job, size, args.data_dir)
+        scratch = tempfile.mkdtemp(prefix=f"bench-profile-{job}-", dir=args.scratch)
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        try:
+            out, work = os.path.join(scratch, "out"), os.path.join(scratch, "work")
+            subprocess.run(
+                [sys.executable, "-m", "kubemr", "run", ref, *kubemr_inputs(ref, data),
+                 "-o", out, "--workers", str(args.workers), "--quiet", "--keep-work",
+                 "--work-dir", work],
+                check=True, env=env, cwd=scratch,
+            )  # fmt: skip
+            (plan,) = glob.glob(os.path.join(work, "*", "plan.json"))
+            steps = sorted(glob.glob(os.path.join(os.path.dirname(plan), "steps", "*")))
+            tasks = {}
+            for wave in ("map", "reduce"):
+                # The first step: its map reads and parses the input, its reduce does the
+                # summing, sorting or joining; later steps only handle the small results.
+                step = os.path.basename(steps[0])
+                prof = os.path.join(scratch, f"{wave}.prof")
+                t0 = time.perf_counter()
+                done = subprocess.run(
+                    [sys.executable, "-m", "bench", "profile-task", plan, step, wave, prof],
+                    env=env, cwd=scratch, capture_output=True, text=True,
+                )  # fmt: skip
+                if done.returncode != 0:
+                    raise SystemExit(f"profiling {ref} {wave} failed:\n{done.stderr[-3000:]}")
+                wall = time.perf_counter() - t0
+                tasks[wave] = {"step": int(step), "wall_seconds": wall,
+                               **_profile_summary(pstats.Stats(prof))}  # fmt: skip
+            summary[f"{engine}/{job}"] = tasks
+            for wave, t in tasks.items():
+                print(f"{engine}/{job} {wave} task: {t['total_seconds']:.2f} s")
+                for area, seconds in t["areas"][:6]:
+                    print(f"    {seconds / t['total_seconds']:6.1%}  {area}")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    os.makedirs(RESULTS, exist_ok=True)
+    path = os.path.join(RESULTS, f"profile-{args.size}.json")
+    with open(path, "w") as fh:
+        json.dump(summary, fh, indent=2)
+    print(f"profile summary in {path}")
+    if args.docs:
+        from bench import report
+
+        report.write_profile(path)
+    return 0
+
+
+def profile_task(plan: str, step: str, wave: str, prof: str) -> None:
+    """One task attempt, as `kubemr worker` runs it, under cProfile (imports excluded)."""
+    import cProfile
+
+    from kubemr.task import run_task
+
+    profiler = cProfile.Profile()
+    profiler.runcall(run_task, plan, int(step), wave, 0, "profile")
+    profiler.dump_stats(prof)
+
+
+def _area(filename: str, function: str) -> str:
+    """Where a profiled function belongs: the job's own code, a kubemr module, a library,
+    the standard library or the interpreter's built-ins."""
+    if "importlib" in filename or function in (
+        "<built-in method builtins.compile>",
+        "<built-in method marshal.loads>",
+    ):
+        return "imports"
+    if filename == "~":
+        name = function.strip("<>")
+        method = re.fullmatch(r"method '(\w+)' of '([\w.]+)' objects", name)
+        if method:
+            return f"built-in {method[2]}.{method[1]}"
+        return "built-in " + name.removeprefix("built-in method ").removeprefix("builtins.")
+    if "/kubemr/" in filename and "/src/" in filename:
+        return "kubemr." + os.path.splitext(filename.split("/kubemr/")[-1])[0].replace("/", ".")
+    if os.sep + "bench" + os.sep in filename or "/examples/" in filename:
+        return "job code: " + os.path.basename(filename)
+    if "site-packages" in filename:
+        return "library: " + filename.split("site-packages/")[1].split("/")[0]
+    stdlib = os.path.dirname(os.__file__)
+    if filename.startswith(stdlib + os.sep):
+        module = os.path.splitext(os.path.relpath(filename, stdlib))[0].replace(os.sep, ".")
+        return "stdlib: " + module.removesuffix(".__init__")
+    return os.path.basename(filename)
+
+
+def _profile_summary(stats: Any) -> dict[str, Any]:
+    areas: dict[str, float] = {}
+    functions = []
+    total = 0.0
+    for (filename, line, name), (_, ncalls, tottime, _, _) in stats.stats.items():
+        total += tottime
+        area = _area(filename, name)
+        areas[area] = areas.get(area, 0.0) + tottime
+        functions.append((tottime, ncalls, f"{os.path.basename(filename)}:{line}({name})"))
+    functions.sort(reverse=True)
+    return {
+        "total_seconds": total,
+        "areas": sorted(areas.items(), key=lambda kv: -kv[1])[:12],
+        "top": [{"function": f, "calls": n, "seconds": t} for t, n, f in functions[:12]],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("what", choices=["all", *JOBS, "profile"])
+    parser.add_argument("--size", default="1GB", help="input per job (default 1GB)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per engine; the median")
+    parser.add_argument("--sizes", help="also time these sizes, e.g. 100MB,1GB,4GB")
+    parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument(
+        "--engines",
+        nargs="+",
+        default=ENGINES,
+        metavar="ENGINE",
+        help=f"default: {' '.join(ENGINES)}",
+    )
+    parser.add_argument("--data-dir", default=os.path.expanduser("~/.cache/kubemr/bench-data"))
+    parser.add_argument("--scratch", default=None, help="where outputs go (default: $TMPDIR)")
+    parser.add_argument("--timeout", type=float, default=3600, help="per run, seconds")
+    parser.add_argument(
+        "--engine-budget",
+        type=float,
+        default=900,
+        help="stop repeating an engine once one more run would pass this many seconds",
+    )
+    parser.add_argument(
+        "--scaling-budget",
+        type=float,
+        default=600,
+        help="skip a size where an engine's estimated time exceeds this",
+    )
+    parser.add_argument(
+        "--no-docs",
+        dest="docs",
+        action="store_false",
+        help="do not rewrite docs/benchmarks.md and docs/img/",
+    )
+    if argv is None and sys.argv[1:2] == ["profile-task"]:
+        profile_task(*sys.argv[2:6])
+        return
+    args = parser.parse_args(argv)
+    for engine in args.engines:
+        if engine not in ENGINES:
+            parser.error(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
+    if args.what == "profile":
+        sys.exit(profile(args))
+    sys.exit(run_all(args))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""kubemr's job for the peer benchmark's join-and-aggregate (sort uses the example)."""
+"""kubemr's jobs for the peer benchmark's total sort and join-and-aggregate."""
 
 from __future__ import annotations
 
@@ -7,8 +7,64 @@ import json
 import kubemr
 
 
+class TotalSort(kubemr.MapReduce):
+    """gensort-style lines by their 10-character key: sampled key ranges, one per reducer,
+    so the part files in name order are one sorted sequence."""
+
+    TOTAL_ORDER = True
+    OUTPUT_FORMAT = "text"
+
+    def mapper(self, line):
+        yield line[:10], line
+
+    def reducer(self, key, lines):
+        for line in lines:
+            yield None, line
+
+
+def load_countries(path: str) -> dict[str, str]:
+    """user_id -> country from the users CSV (the small side of the join)."""
+    with open(path, encoding="utf-8") as fh:
+        next(fh)  # header
+        return dict(line.rstrip("\n").split(",", 1) for line in fh)
+
+
+class ReplicatedJoin(kubemr.MapReduce):
+    """events.jsonl joined with the small users table, which every map task loads in
+    ``setup`` from ``--param users=PATH`` (a replicated, map-side join): step 1 sums
+    amount and events per (country, field) with the built-in SUM; step 2 puts each
+    country's two sums into one record."""
+
+    OUTPUT_FORMAT = "tsv"
+
+    def steps(self):
+        return [
+            kubemr.MRStep(mapper=self.by_country, combiner=kubemr.SUM, reducer=kubemr.SUM),
+            kubemr.MRStep(mapper=self.regroup, reducer=self.both),
+        ]
+
+    def setup(self):
+        self.countries = load_countries(self.params["users"])
+
+    def by_country(self, line):
+        event = json.loads(line)
+        country = self.countries.get(event["user_id"])
+        if country is not None:
+            yield (country, 0), event["amount"]
+            yield (country, 1), 1
+
+    def regroup(self, pair):
+        (country, field), total = pair
+        yield country, (field, total)
+
+    def both(self, country, fields):
+        totals = dict(fields)
+        yield country, (totals[0], totals[1])
+
+
 class RevenueByCountry(kubemr.MapReduce):
-    """users.csv and events.jsonl, read as text: join on user_id, then sum per country."""
+    """users.csv and events.jsonl, read as text: join on user_id, then sum per country
+    (a reduce-side join: both tables go through the shuffle, tagged)."""
 
     OUTPUT_FORMAT = "tsv"
 

@@ -1,86 +1,260 @@
-"""Turn bench results into the tables and plot of docs/benchmarks.md.
+"""Turn bench results into the tables and plots of docs/benchmarks.md.
 
-python -m bench.report bench/results/peers-1GB.json
+    python -m bench.report bench/results/peers-1GB.json [bench/results/profile-100MB.json]
+
+`python -m bench all` calls this itself. The peers block of the page shows the given
+results file first, then every other full run in bench/results/peers-*.json (not the
+*-partial.json of runs with fewer jobs or engines), largest input first.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DOCS = os.path.join(os.path.dirname(HERE), "docs")
-START, END = "<!-- peers:start -->", "<!-- peers:end -->"
+RESULTS = os.path.join(HERE, "results")
+PEERS = ("<!-- peers:start -->", "<!-- peers:end -->")
+PROFILE = ("<!-- profile:start -->", "<!-- profile:end -->")
 TITLES = {
     "wordcount": "Word count (Zipf text)",
     "sort": "Total sort (gensort-style 100-byte records, 10-byte keys)",
     "join": "Join and aggregate (events ⋈ users, amount and count per country)",
 }
+PRELIMINARY = 1_000_000_000  # below this input size, fixed start-up costs dominate
+
+
+def _load(path: str) -> dict:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.2f} s" if s < 10 else f"{s:.1f} s"
+
+
+def machine(results: dict) -> str:
+    m = results["machine"]
+    facts = [
+        f"{m['cores']} cores",
+        f"{m['memory_gb']} GB memory",
+        f"Python {m['python']}",
+    ]
+    if m.get("java"):
+        facts.append(m["java"].replace('"', ""))
+    if m.get("os"):
+        facts.append(m["os"])
+    versions = ", ".join(v for v in m.get("versions", {}).values() if v)
+    line = "Machine: " + ", ".join(facts) + "."
+    if versions:
+        line += f" Engines: kubemr {m['versions'].get('kubemr', '')}; " + "; ".join(
+            v for k, v in m["versions"].items() if k != "kubemr"
+        )
+    return line + "."
 
 
 def tables(results: dict) -> str:
-    out = [
-        f"Input {results['size']} per job, {results['workers']} workers/cores, "
-        f"{results['machine']['cores']} cores, {results['machine']['memory_gb']} GB, "
-        f"Python {results['machine']['python']}, {results['date'][:10]}; "
-        "times are medians over the runs shown. Ratio: the engine's time over kubemr-record's "
-        "(above 1 means kubemr is faster).",
+    size = results["size"]
+    date = results["date"][:10]
+    heading = f"### {size} per job, {results['workers']} workers, {date}"
+    if _size_bytes(results) < PRELIMINARY:
+        heading += " (preliminary: small input)"
+    ran = {e for data in results["jobs"].values() for e in data["engines"]}
+    missing = [e for e in ENGINE_COLORS if e not in ran]
+    out = [heading, "", machine(results), ""]
+    if missing:
+        out += [f"Engines not in this run: {', '.join(missing)}.", ""]
+    out += [
+        f"Times are medians over the runs shown (at most {results.get('repeat', 3)}). "
+        "MB/s: input bytes over wall time. Peak memory: the largest summed RSS of the "
+        "engine's process tree. Ratio: the engine's time over kubemr-record's (above 1: "
+        "kubemr is faster).",
         "",
     ]
     for job, data in results["jobs"].items():
         out += [
-            f"### {TITLES.get(job, job)}",
+            f"#### {TITLES.get(job, job)} — {data['input_mb']:.0f} MB",
             "",
             "| engine | time | runs | MB/s | peak memory | time / kubemr |",
+            "| --- | --- | ---: | ---: | ---: | ---: |",
         ]
-        out.append("| --- | --- | --- | --- | --- | --- |")
-        rows = sorted(data["engines"].items(), key=lambda kv: kv[1]["seconds"])
-        for engine, row in rows:
+        ok = {e: r for e, r in data["engines"].items() if "seconds" in r}
+        failed = {e: r for e, r in data["engines"].items() if "seconds" not in r}
+        for engine, row in sorted(ok.items(), key=lambda kv: kv[1]["seconds"]):
             ratio = f"{row['ratio_to_kubemr']:.2f}" if row.get("ratio_to_kubemr") else "—"
             name = f"**{engine}**" if engine.startswith("kubemr") else engine
             out.append(
-                f"| {name} | {row['seconds']:.1f} s | {row.get('runs', 1)} | "
+                f"| {name} | {_seconds(row['seconds'])} | {row.get('runs', 1)} | "
                 f"{row['mb_per_s']:.1f} | {row['peak_mb']:.0f} MB | {ratio} |"
             )
+        for engine, row in failed.items():
+            reason = row["error"].splitlines()[-1][:120].replace("|", "/")
+            out.append(f"| {engine} | failed: {reason} | — | — | — | — |")
         out.append("")
-    out.append("![throughput per engine and job](img/peers-throughput.png)")
+    slug = size.replace(" ", "")
+    out.append(f"![input MB/s per engine and job, {size}](img/peers-throughput-{slug}.png)")
+    if any(results.get("scaling", {}).values()):
+        out += ["", f"![time against input size](img/peers-scaling-{slug}.png)"]
     return "\n".join(out)
 
 
-def plot(results: dict, path: str) -> None:
+def plot_throughput(results: dict, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     jobs = list(results["jobs"])
-    fig, axes = plt.subplots(1, len(jobs), figsize=(5 * len(jobs), 4))
-    for ax, job in zip(axes if len(jobs) > 1 else [axes], jobs):
-        rows = sorted(results["jobs"][job]["engines"].items(), key=lambda kv: -kv[1]["mb_per_s"])
+    fig, axes = plt.subplots(1, len(jobs), figsize=(5 * len(jobs), 4), squeeze=False)
+    for ax, job in zip(axes[0], jobs):
+        rows = [(e, r) for e, r in results["jobs"][job]["engines"].items() if "mb_per_s" in r]
+        rows.sort(key=lambda kv: kv[1]["mb_per_s"])
         names = [e for e, _ in rows]
-        values = [r["mb_per_s"] for _, r in rows]
         colors = ["tab:orange" if n.startswith("kubemr") else "tab:blue" for n in names]
-        ax.barh(names[::-1], values[::-1], color=colors[::-1])
-        ax.set_title(job)
+        ax.barh(names, [r["mb_per_s"] for _, r in rows], color=colors)
+        ax.set_title(TITLES.get(job, job).split(" (")[0])
         ax.set_xlabel("input MB/s (higher is better)")
-    fig.suptitle(f"{results['size']} input, {results['workers']} cores")
+    fig.suptitle(
+        f"{results['size']} input per job, {results['workers']} workers, {results['date'][:10]}"
+    )
     fig.tight_layout()
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
-def main() -> None:
-    with open(sys.argv[1]) as fh:
-        results = json.load(fh)
-    plot(results, os.path.join(DOCS, "img", "peers-throughput.png"))
+def plot_scaling(results: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    jobs = [j for j, curve in results.get("scaling", {}).items() if curve]
+    fig, axes = plt.subplots(1, len(jobs), figsize=(5 * len(jobs), 4), squeeze=False)
+    for ax, job in zip(axes[0], jobs):
+        sizes: set[int] = set()
+        for engine, points in sorted(results["scaling"][job].items(), key=_engine_order):
+            xs = sorted(points, key=int)
+            sizes.update(int(x) for x in xs)
+            width = 2.5 if engine.startswith("kubemr") else 1
+            ax.plot([int(x) / 1e6 for x in xs], [points[x] for x in xs], "o-", label=engine,
+                    linewidth=width, color=_color(engine))  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ticks = sorted(sizes)
+        ax.set_xticks([t / 1e6 for t in ticks], [_mb(t) for t in ticks])
+        ax.minorticks_off()
+        ax.set_title(TITLES.get(job, job).split(" (")[0])
+        ax.set_xlabel("input MB")
+        ax.set_ylabel("wall seconds (lower is better)")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"time against input size, {results['workers']} workers")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+ENGINE_COLORS = {
+    "kubemr-record": "tab:orange", "kubemr-batch": "tab:red",
+    "kubemr-reducejoin": "tab:pink", "plain-1proc": "tab:gray",
+    "plain-Nproc": "black", "spark": "tab:blue", "dask": "tab:green", "mrjob": "tab:brown",
+    "lithops": "tab:purple", "coreutils": "tab:olive",
+}  # fmt: skip
+
+
+def _color(engine: str) -> str:
+    return ENGINE_COLORS.get(engine, "tab:cyan")
+
+
+def _engine_order(item: tuple[str, object]) -> int:
+    order = list(ENGINE_COLORS)
+    return order.index(item[0]) if item[0] in order else len(order)
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e9:g} GB" if size >= 1e9 else f"{size / 1e6:g} MB"
+
+
+def _replace(text: str, markers: tuple[str, str], block: str) -> str:
+    start, end = markers
+    if start not in text:
+        return text.rstrip("\n") + f"\n\n{start}\n{block}\n{end}\n"
+    head, rest = text.split(start, 1)
+    return head + start + "\n" + block + "\n" + end + rest.split(end, 1)[1]
+
+
+def _size_bytes(results: dict) -> int:
+    from kubemr.sizes import parse_size
+
+    return results.get("size_bytes") or parse_size(results["size"])
+
+
+def _size_key(path: str) -> int:
+    return _size_bytes(_load(path))
+
+
+def write_docs(path: str) -> None:
+    """Plots for every peers results file; the page's peers block, ``path`` first."""
+    others = [
+        p
+        for p in glob.glob(os.path.join(RESULTS, "peers-*.json"))
+        if os.path.abspath(p) != os.path.abspath(path) and not p.endswith("-partial.json")
+    ]
+    blocks = []
+    for p in [path, *sorted(others, key=_size_key, reverse=True)]:
+        results = _load(p)
+        slug = results["size"].replace(" ", "")
+        plot_throughput(results, os.path.join(DOCS, "img", f"peers-throughput-{slug}.png"))
+        if any(results.get("scaling", {}).values()):
+            plot_scaling(results, os.path.join(DOCS, "img", f"peers-scaling-{slug}.png"))
+        blocks.append(tables(results))
     page = os.path.join(DOCS, "benchmarks.md")
     with open(page) as fh:
         text = fh.read()
-    start, end = text.index(START) + len(START), text.index(END)
-    text = text[:start] + "\n" + tables(results) + "\n" + text[end:]
     with open(page, "w") as fh:
-        fh.write(text)
+        fh.write(_replace(text, PEERS, "\n\n".join(blocks)))
+
+
+def profile_tables(summary: dict) -> str:
+    out = [
+        f"cProfile of map task 0 and reduce task 0 of each job's first step, "
+        f"{summary['size']} input, {summary['date'][:10]}: self time by area, largest first.",
+        "",
+    ]
+    for name, tasks in summary.items():
+        if not isinstance(tasks, dict):
+            continue
+        out += [f"**{name}**", "", "| task | profiled | where the time goes |"]
+        out.append("| --- | ---: | --- |")
+        for wave, t in tasks.items():
+            total = t["total_seconds"] or 1.0
+            areas = ", ".join(
+                f"{area} {seconds / total:.0%}"
+                for area, seconds in t["areas"][:5]
+                if seconds / total >= 0.02
+            )
+            out.append(f"| {wave} | {t['total_seconds']:.2f} s | {areas} |")
+        out.append("")
+    return "\n".join(out).rstrip("\n")
+
+
+def write_profile(path: str) -> None:
+    page = os.path.join(DOCS, "benchmarks.md")
+    with open(page) as fh:
+        text = fh.read()
+    with open(page, "w") as fh:
+        fh.write(_replace(text, PROFILE, profile_tables(_load(path))))
+
+
+def main() -> None:
+    for path in sys.argv[1:]:
+        if os.path.basename(path).startswith("profile-"):
+            write_profile(path)
+        else:
+            write_docs(path)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubemr.job import Combiner, MapReduce, Pairs, make_job_class
@@ -28,6 +28,7 @@ def run(
     keep_work: bool = False,
     skip_bad_records: int = 0,
     s3_endpoint: str | None = None,
+    params: Mapping[str, str] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Run a job class on this machine; return the ``_SUCCESS`` summary.
@@ -50,6 +51,7 @@ def run(
         keep_work=keep_work,
         skip_bad_records=skip_bad_records,
         s3_endpoint=s3_endpoint,
+        params={str(k): str(v) for k, v in (params or {}).items()},
     )
     return run_job(job, config, make_reporter(progress))
 

@@ -492,7 +492,13 @@ def output_line_encoder(fmt: str) -> Any:
     if fmt == "text":
 
         def text(pairs: list[tuple[Any, Any]]) -> str:
-            return "".join([f"{v}\n" if k is None else f"{k}\t{v}\n" for k, v in pairs])
+            # As Hadoop's TextOutputFormat: a None key or value is left out.
+            return "".join(
+                [
+                    f"{v}\n" if k is None else f"{k}\n" if v is None else f"{k}\t{v}\n"
+                    for k, v in pairs
+                ]
+            )
 
         return text
     raise ValueError(f"unknown output format {fmt!r}: use one of {', '.join(OUTPUT_FORMATS)}")

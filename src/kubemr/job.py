@@ -131,6 +131,10 @@ class MapReduce:
         TOTAL_ORDER: partition by sampled key ranges instead of by hash, so that the
             part files, concatenated in name order, are one globally sorted output.
         INPUT_FORMAT / OUTPUT_FORMAT: defaults for ``--format`` / ``--output-format``.
+
+    ``self.params`` holds the job's parameters (``--param KEY=VALUE``, or
+    ``kubemr.run(..., params={...})``), the same in every task, from ``steps`` and
+    ``setup`` on: a side table's path, a threshold, a date.
     """
 
     SORT_VALUES: bool = False
@@ -140,6 +144,7 @@ class MapReduce:
 
     def __init__(self) -> None:
         self._counters: dict[str, dict[str, int]] = {}
+        self.params: dict[str, str] = {}  # set by the runner in every process
 
     # -- hooks a job may override -------------------------------------------------
     def setup(self) -> None:

@@ -91,6 +91,7 @@ class Plan:
     skip_bad_records: int = 0
     s3_endpoint: str | None = None
     created: str = ""
+    params: dict[str, str] = field(default_factory=dict)  # the job's --param values
     extra: dict[str, Any] = field(default_factory=dict)
 
     # -- where things live under the work dir ------------------------------------------

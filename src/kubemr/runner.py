@@ -76,6 +76,7 @@ class RunConfig:
     skip_bad_records: int = 0
     s3_endpoint: str | None = None
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    params: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -106,6 +107,7 @@ class _LocalJob:
         started = time.time()
         cfg = self.config
         job = self.job_cls()
+        job.params = dict(cfg.params)
         steps = job_steps(job)
         input_format = cfg.input_format or self.job_cls.INPUT_FORMAT or "text"
         output_format = cfg.output_format or self.job_cls.OUTPUT_FORMAT or "jsonl"
@@ -148,6 +150,7 @@ class _LocalJob:
             skip_bad_records=cfg.skip_bad_records,
             s3_endpoint=cfg.s3_endpoint,
             created=datetime.now(UTC).isoformat(),
+            params=dict(cfg.params),
         )
         self.plan = plan
         plan_url = plan.url("plan.json")

@@ -10,14 +10,16 @@ attempts, so a retried or duplicated attempt is never counted twice.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import pickle
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import cloudpickle
@@ -53,6 +55,7 @@ ProgressFn = Callable[[int, int], None]  # (bytes, records) since the last call
 MAP = "map"
 REDUCE = "reduce"
 OUTPUT_BATCH = 16384
+_first = itemgetter(0)
 
 
 class TaskError(CarriesFailure):
@@ -143,6 +146,7 @@ def run_task(
         options = StorageOptions(s3_endpoint=plan.s3_endpoint)
         name = task_name(step, len(plan.steps), wave, index)
         job = job_cls()
+        job.params = dict(plan.params)
         step_fns = job_steps(job)[step]
         runner = _MapTask if wave == MAP else _ReduceTask
         task = runner(plan, options, job, step_fns, step, index, attempt, progress, spill_dir)
@@ -536,7 +540,11 @@ class _ReduceTask(_TaskBase):
         sort_values = self.fns.sort_values
         pending = sink.pending
         groups = 0
-        if reducer is None:  # identity: a sort or a shuffle with no reduce logic
+        if reducer is None and not sort_values:
+            # Identity: the merged pairs are the output; only the groups are counted.
+            self.counters["reduce_input_groups"] = _pass_through(pairs, cls, sink)
+            return
+        if reducer is None:  # identity with sorted values
             for key, values in group_sorted(pairs, cls):
                 vals = sorted_values(values) if sort_values else values
                 pending.extend((key, v) for v in vals)
@@ -559,6 +567,22 @@ class _ReduceTask(_TaskBase):
                 sink.flush()
                 pending = sink.pending
         self.counters["reduce_input_groups"] = groups
+
+
+def _pass_through(pairs: Iterable[tuple[Any, Any]], cls: str, sink: _PairSink) -> int:
+    """Write key-sorted pairs to the sink a batch at a time; return the number of keys."""
+    keyfn = order_key if cls == KEY_CLASS_MIXED else None
+    it = iter(pairs)
+    groups = 0
+    last: list[Any] = []  # the previous batch's last group key, if any
+    while batch := list(itertools.islice(it, OUTPUT_BATCH)):
+        keys = itertools.groupby(map(_first, batch), keyfn)
+        group_keys = [k for k, _ in keys]
+        groups += len(group_keys) - (1 if last and last[0] == group_keys[0] else 0)
+        last = group_keys[-1:]
+        sink.pending.extend(batch)
+        sink.flush()
+    return groups
 
 
 class _Counted:

@@ -142,3 +142,27 @@ class JsonRecords(kubemr.MapReduce):
 
     def mapper(self, obj):
         yield obj["k"], obj["v"]
+
+
+class SortLines(kubemr.MapReduce):
+    """Sorts whole lines: a batch mapper, the identity reducer, value-less text output."""
+
+    TOTAL_ORDER = True
+    OUTPUT_FORMAT = "text"
+
+    def mapper_batch(self, lines):
+        return [(line, None) for line in lines]
+
+
+class LongWords(kubemr.MapReduce):
+    """Counts the words at least ``--param min_len=N`` long."""
+
+    reducer = kubemr.SUM
+
+    def setup(self):
+        self.min_len = int(self.params["min_len"])
+
+    def mapper(self, line):
+        for word in line.split():
+            if len(word) >= self.min_len:
+                yield word, 1

@@ -133,3 +133,17 @@ def test_worker_runs_one_task_and_exits_by_kind(tmp_path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert list(work.glob("*/steps/0/tasks/map-00000/again.json"))
+
+
+def test_params_reach_every_task(tmp_path) -> None:
+    (tmp_path / "in.txt").write_text("a bb ccc dddd\nccc dddd eeeee\n" * 100)
+    out = tmp_path / "out"
+    args = ["run", f"{JOBS}:LongWords", "-i", str(tmp_path / "in.txt"), "-o", str(out), "-q"]
+    result = runner.invoke(app, [*args, "--param", "min_len=4", "--split-size", "500"])
+    assert result.exit_code == 0, result.output
+    pairs = [json.loads(line) for name in sorted(os.listdir(out)) if name.startswith("part-")
+             for line in open(out / name)]  # fmt: skip
+    assert dict(pairs) == {"dddd": 200, "eeeee": 100}
+    bad = runner.invoke(app, [*args, "--overwrite", "--param", "min_len"])
+    assert bad.exit_code == 2
+    assert "KEY=VALUE" in bad.output

@@ -242,3 +242,32 @@ def test_spills_under_a_tiny_memory_budget(tmp_path) -> None:
     assert summary["counters"]["kubemr"]["map_spilled_records"] > 0
     assert summary["counters"]["kubemr"]["reduce_spilled_to_disk"] > 0
     assert dict(read_output(out)) == dict(Counter(words))
+
+
+@pytest.mark.parametrize("memory", ["512Mi", "2Mi"])
+def test_identity_reduce_sorts_lines_and_counts_keys(tmp_path, memory) -> None:
+    # 60k lines over 5k distinct values: groups straddle output batches, and with a
+    # small memory budget the map tasks spill and the reducers merge from disk.
+    import random
+
+    rng = random.Random(7)
+    lines = [f"{rng.randrange(5000):05d}-{'x' * rng.randrange(30)}" for _ in range(60_000)]
+    path = tmp_path / "in.txt"
+    path.write_text("".join(line + "\n" for line in lines))
+    out = tmp_path / "out"
+    summary = kubemr.run(
+        jobs.SortLines,
+        inputs=[str(path)],
+        output=str(out),
+        workers=2,
+        reducers=2,
+        split_size=200_000,
+        memory=memory,
+    )
+    parts = sorted(name for name in os.listdir(out) if name.startswith("part-"))
+    got = [line for name in parts for line in (out / name).read_text().splitlines()]
+    assert got == sorted(lines)
+    assert summary["counters"]["kubemr"]["reduce_input_groups"] == len(set(lines))
+    if memory == "2Mi":
+        assert summary["counters"]["kubemr"]["map_spilled_records"] > 0
+        assert summary["counters"]["kubemr"]["reduce_spilled_to_disk"] > 0

@@ -36,6 +36,18 @@ def _size(value: str | None) -> int | None:
         raise typer.BadParameter(str(exc)) from None
 
 
+def _params(items: list[str]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(
+                f"{item!r}: give a job parameter as KEY=VALUE", param_hint="--param"
+            )
+        params[key] = value
+    return params
+
+
 def run(
     job: Annotated[
         str, typer.Argument(help="Job file (wc.py), wc.py:Class, or package.module:Class.")
@@ -87,6 +99,14 @@ def run(
     s3_endpoint: Annotated[
         str | None, typer.Option(help="S3-compatible endpoint URL (else AWS_ENDPOINT_URL_S3).")
     ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            "-p",
+            help="A job parameter KEY=VALUE, read as self.params[KEY] (repeatable).",
+        ),
+    ] = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the _SUCCESS summary as JSON on stdout.")
     ] = False,
@@ -114,6 +134,7 @@ def run(
             keep_work=keep_work,
             skip_bad_records=skip_bad_records,
             s3_endpoint=s3_endpoint,
+            params=_params(param or []),
             progress=not quiet,
         )
     except JobFailed as exc:

@@ -1,6 +1,6 @@
 """PySpark local[N]: the idiomatic RDD word count, sortByKey, and a DataFrame join.
 
-python spark.py JOB INPUT OUTPUT WORKERS
+python bench/peers/spark/job.py JOB INPUT OUTPUT WORKERS
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Plain Python: the floor for Python user code. One process, or N with multiprocessing.
 
-python plain.py JOB INPUT OUTPUT WORKERS    (JOB: wordcount, sort, join)
+python -m bench.peers.plain JOB INPUT OUTPUT WORKERS    (JOB: wordcount, sort, join)
 """
 
 from __future__ import annotations
@@ -118,7 +118,3 @@ def main() -> None:
             fh.writelines(f"{k}\t{a}\t{n}\n" for k, (a, n) in countries.items())
     else:
         raise SystemExit(f"unknown job {job}")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """Dask with the multiprocessing scheduler: a bag word count, dataframe sort and join.
 
-python dask_engine.py JOB INPUT OUTPUT WORKERS
+python bench/peers/dask/job.py JOB INPUT OUTPUT WORKERS
 """
 
 from __future__ import annotations
