@@ -21,9 +21,10 @@ import gzip
 import io
 import json
 import pickle
+import re
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -302,7 +303,7 @@ class SplitReader:
         index: list[int] = []
         skipped_any = False
         if fmt == JSONL:
-            loads = json.loads
+            loads = json_loads
             for i, line in enumerate(lines):
                 if not line or line.isspace():
                     skipped_any = True
@@ -469,6 +470,36 @@ def _read_exact(fh: Any, n: int) -> bytes:
 
 
 # --------------------------------------------------------------------------- output
+
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
+
+
+def _make_json_loads() -> Callable[[str], Any]:
+    """``json.loads``, through orjson (several times faster) wherever orjson gives the
+    very same result: orjson turns integers beyond 64 bits into floats, so a line with
+    19 digits in a row goes to ``json``, and so does anything orjson rejects (``NaN``,
+    ``Infinity``, lone surrogates), which ``json`` then accepts or words the error for."""
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - orjson is a dependency
+        return json.loads
+    fast = orjson.loads
+    std = json.loads
+    long_digits = _LONG_DIGITS.search
+
+    def loads(line: str) -> Any:
+        if long_digits(line) is None:
+            try:
+                return fast(line)
+            except ValueError:
+                pass
+        return std(line)
+
+    return loads
+
+
+json_loads = _make_json_loads()
+
 
 OUTPUT_FORMATS = ("jsonl", "tsv", "text")
 
