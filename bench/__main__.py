@@ -413,7 +413,7 @@ def scaling(job: str, size: int, rows: dict[str, Any], args: argparse.Namespace)
     sizes = [parse_size(s) for s in args.sizes.split(",")]
     curve: dict[str, dict[str, float]] = {}
     for s in sorted(sizes):
-        data = None if s == size else make_data(job, s, args.data_dir)
+        data = None  # generated when the first engine runs at this size
         reference: dict[str, Any] = {}
         for engine, row in rows.items():
             if "seconds" not in row:
@@ -428,7 +428,7 @@ def scaling(job: str, size: int, rows: dict[str, Any], args: argparse.Namespace)
                 print(f"{job:<10} {engine:<17} {s / 1e6:8.0f} MB skipped: would not fit in "
                       "memory", flush=True)  # fmt: skip
                 continue
-            assert data is not None
+            data = data or make_data(job, s, args.data_dir)
             one = measure(engine, job, data, args, 1, reference)
             if one and "seconds" in one:
                 curve.setdefault(engine, {})[str(s)] = one["seconds"]

@@ -7,8 +7,6 @@ does the rest: splitting, the shuffle, merging and writing.
 
 from __future__ import annotations
 
-import json
-
 import kubemr
 from bench.jobs_sort_join import ReplicatedJoin
 
@@ -47,13 +45,11 @@ class ChunkReplicatedJoin(ReplicatedJoin):
             kubemr.MRStep(mapper=self.regroup, reducer=self.both),
         ]
 
-    def by_country_chunk(self, lines):
+    def by_country_chunk(self, events):
         countries = self.countries
         sums: dict[tuple[str, int], int] = {}
         get = sums.get
-        loads = json.loads
-        for line in lines:
-            event = loads(line)
+        for event in events:
             country = countries.get(event["user_id"])
             if country is not None:
                 amount_key, events_key = (country, 0), (country, 1)

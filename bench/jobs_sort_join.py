@@ -30,11 +30,12 @@ def load_countries(path: str) -> dict[str, str]:
 
 
 class ReplicatedJoin(kubemr.MapReduce):
-    """events.jsonl joined with the small users table, which every map task loads in
-    ``setup`` from ``--param users=PATH`` (a replicated, map-side join): step 1 sums
-    amount and events per (country, field) with the built-in SUM; step 2 puts each
-    country's two sums into one record."""
+    """events.jsonl, read as JSON Lines, joined with the small users table, which every
+    map task loads in ``setup`` from ``--param users=PATH`` (a replicated, map-side
+    join): step 1 sums amount and events per (country, field) with the built-in SUM;
+    step 2 puts each country's two sums into one record."""
 
+    INPUT_FORMAT = "jsonl"  # records arrive parsed, as dicts
     OUTPUT_FORMAT = "tsv"
 
     def steps(self):
@@ -46,8 +47,7 @@ class ReplicatedJoin(kubemr.MapReduce):
     def setup(self):
         self.countries = load_countries(self.params["users"])
 
-    def by_country(self, line):
-        event = json.loads(line)
+    def by_country(self, event):
         country = self.countries.get(event["user_id"])
         if country is not None:
             yield (country, 0), event["amount"]
