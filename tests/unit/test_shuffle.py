@@ -16,8 +16,13 @@ words = st.text(alphabet="abcdefg", min_size=1, max_size=3)
 mixed_keys = st.one_of(words, st.integers(0, 20), st.tuples(words, st.integers(0, 3)))
 
 
-def run_collector(pairs, partitions, combiner=None, budget=1 << 30, chunk=50):
-    collector = MapCollector(num_partitions=partitions, combiner=combiner, memory_budget=budget)
+def run_collector(pairs, partitions, combiner=None, budget=1 << 30, chunk=50, partitioner=None):
+    collector = MapCollector(
+        num_partitions=partitions,
+        combiner=combiner,
+        partitioner=partitioner,
+        memory_budget=budget,
+    )
     for i in range(0, len(pairs), chunk):
         collector.feed_output(pairs[i : i + chunk])
         collector.maybe_spill()
@@ -147,16 +152,9 @@ def test_range_partitions_are_ordered_and_match_the_partitioner(
     # Cutting the sorted buffer at the boundaries must place every pair exactly where
     # calling the partitioner per pair would, spilled or not.
     ranges = RangePartitioner(sorted(boundaries, key=order_key))
-    collector = MapCollector(num_partitions=partitions, partitioner=ranges, memory_budget=budget)
-    for i in range(0, len(pairs), 30):
-        collector.feed_output(pairs[i : i + 30])
-        collector.maybe_spill()
-    out = io.BytesIO()
-    index = collector.write(out)
-    data = out.getvalue()
+    parts, _ = run_collector(pairs, partitions, budget=budget, chunk=30, partitioner=ranges)
     got = []
-    for p in range(partitions):
-        part = list(read_segment(io.BytesIO(data[index.offsets[p] : index.offsets[p + 1]])))
+    for p, part in enumerate(parts):
         assert all(ranges(k, partitions) == p for k, _ in part)
         ks = [order_key(k) for k, _ in part]
         assert ks == sorted(ks)
