@@ -12,7 +12,6 @@ disk when it passes its budget; the final output merges the runs.
 from __future__ import annotations
 
 import bisect
-import heapq
 import itertools
 import os
 import sys
@@ -193,29 +192,21 @@ def merge_sorted_blocks(
             return order_key(kv[0])
     else:
         keyfn = _first
-    bufs: list[list[tuple[Any, Any]]] = []
-    sources: list[Iterator[list[tuple[Any, Any]]]] = []
-    for stream in streams:
-        block = next(stream, None)
-        while block is not None and not block:
-            block = next(stream, None)
-        if block is not None:
-            bufs.append(block)
-            sources.append(stream)
-    pos = [0] * len(bufs)
+    bufs: list[list[tuple[Any, Any]]] = [[] for _ in streams]
+    pos = [0] * len(streams)
 
     def refill(i: int) -> bool:
-        """Next non-empty block of stream i; False when the stream is done."""
-        block = next(sources[i], None)
+        """Load the next non-empty block of stream i; False when the stream is done."""
+        block = next(streams[i], None)
         while block is not None and not block:
-            block = next(sources[i], None)
+            block = next(streams[i], None)
         if block is None:
             return False
         bufs[i] = block
         pos[i] = 0
         return True
 
-    live = list(range(len(bufs)))
+    live = [i for i in range(len(streams)) if refill(i)]
     while live:
         if len(live) == 1:  # one stream left: no merging needed
             i = live[0]
@@ -246,15 +237,6 @@ def merge_sorted_blocks(
                 if cut < len(buf) or not refill(i):
                     break
         live = [i for i in live if pos[i] < len(bufs[i]) or refill(i)]
-
-
-def merge_sorted(streams: list[Iterator[tuple[Any, Any]]], cls: str) -> Iterator[tuple[Any, Any]]:
-    """k-way merge of key-sorted streams (stable: earlier streams first on ties)."""
-    if len(streams) == 1:
-        return streams[0]
-    if cls == KEY_CLASS_MIXED:
-        return heapq.merge(*streams, key=lambda kv: order_key(kv[0]))
-    return heapq.merge(*streams, key=_first)
 
 
 def group_sorted(pairs: Iterable[tuple[Any, Any]], cls: str) -> Iterator[tuple[Any, Iterator[Any]]]:
