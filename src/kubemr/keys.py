@@ -149,7 +149,7 @@ class RangePartitioner:
         parts = []
         start = 0
         for cut in self.cuts[: num_partitions - 1]:
-            end = bisect.bisect_left(pairs, cut, lo=start, key=_pair_order_key)
+            end = bisect.bisect_left(pairs, cut, lo=start, key=pair_order_key)
             parts.append(pairs[start:end])
             start = end
         parts.append(pairs[start:])
@@ -157,5 +157,6 @@ class RangePartitioner:
         return parts
 
 
-def _pair_order_key(kv: tuple[Any, Any]) -> Any:
+def pair_order_key(kv: tuple[Any, Any]) -> Any:
+    """The order rule's sort key of a ``(key, value)`` pair."""
     return order_key(kv[0])

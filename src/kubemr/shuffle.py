@@ -33,6 +33,7 @@ from kubemr.keys import (
     key_class,
     merge_key_classes,
     order_key,
+    pair_order_key,
 )
 
 _first = itemgetter(0)
@@ -77,7 +78,7 @@ def sort_pairs(pairs: list[tuple[Any, Any]], cls: str | None = None) -> str:
     if cls is None:
         cls = key_class(map(_first, pairs))
     if cls == KEY_CLASS_MIXED:
-        pairs.sort(key=lambda kv: order_key(kv[0]))
+        pairs.sort(key=pair_order_key)
     else:
         pairs.sort(key=_first)
     return cls
@@ -186,12 +187,7 @@ def merge_sorted_blocks(
     concatenated and sorted together (Timsort merges the sorted runs in C). Stable:
     pairs with equal keys come out in stream order, even when a key's pairs span blocks.
     """
-    if cls == KEY_CLASS_MIXED:
-
-        def keyfn(kv: tuple[Any, Any]) -> Any:
-            return order_key(kv[0])
-    else:
-        keyfn = _first
+    keyfn = pair_order_key if cls == KEY_CLASS_MIXED else _first
     bufs: list[list[tuple[Any, Any]]] = [[] for _ in streams]
     pos = [0] * len(streams)
 
@@ -247,7 +243,7 @@ def group_sorted(pairs: Iterable[tuple[Any, Any]], cls: str) -> Iterator[tuple[A
         for key, group in itertools.groupby(pairs, key=_first):
             yield key, map(second, group)
         return
-    for _, group in itertools.groupby(pairs, key=lambda kv: order_key(kv[0])):
+    for _, group in itertools.groupby(pairs, key=pair_order_key):
         first = next(group)
         yield first[0], itertools.chain((first[1],), map(_second, group))  # noqa: B031
 
