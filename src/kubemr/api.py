@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from kubemr.errors import OptionError
 from kubemr.job import Combiner, MapReduce, Pairs, make_job_class
 from kubemr.progress import make_reporter
 from kubemr.runner import RunConfig, run_job
@@ -36,13 +37,13 @@ def run(
     Example:
         >>> summary = kubemr.run(WordCount, inputs=["books/"], output="out/")  # doctest: +SKIP
     """
-    config = RunConfig(
+    config = RunConfig.checked(
         inputs=[inputs] if isinstance(inputs, str) else list(inputs),
         output=output,
         reducers=reducers,
         workers=workers,
-        split_size=None if split_size is None else parse_size(split_size),
-        memory=parse_size(memory),
+        split_size=None if split_size is None else _size("split_size", split_size),
+        memory=_size("memory", memory),
         input_format=input_format,
         output_format=output_format,
         max_attempts=max_attempts,
@@ -54,6 +55,13 @@ def run(
         params={str(k): str(v) for k, v in (params or {}).items()},
     )
     return run_job(job, config, make_reporter(progress))
+
+
+def _size(name: str, value: int | str) -> int:
+    try:
+        return parse_size(value)
+    except (TypeError, ValueError) as exc:
+        raise OptionError(f"invalid {name}={value!r}: {exc}") from None
 
 
 def map_reduce(

@@ -21,6 +21,19 @@ class OutputError(KubemrError):
     """The output location cannot be used (not empty, not writable)."""
 
 
+class OptionError(KubemrError):
+    """A job option has a value kubemr cannot use (``workers=0``, ``reducers=-3``)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was stopped by a signal (SIGINT, SIGTERM, SIGHUP); cleanup runs as for
+    Ctrl-C, and the command exits with ``128 + signum``."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 class BadRecordError(KubemrError):
     """A malformed input record; deterministic, so retrying the task cannot help."""
 

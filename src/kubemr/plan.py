@@ -16,6 +16,8 @@ from kubemr.formats import INTERNAL, Split
 from kubemr.storage import ObjectInfo, join
 
 MIN_AUTO_SPLIT = 4 << 20
+STAGING = "_temporary"
+"""Where, under the output directory, tasks write the parts the owning run publishes."""
 
 
 def effective_split_size(total_bytes: int, split_size: int, workers: int, auto: bool) -> int:
@@ -124,6 +126,12 @@ class Plan:
         return self.url(f"steps/{step}/tasks/{wave}-{task:05d}/{attempt}{suffix}")
 
     def final_part_url(self, part: int) -> str:
+        """Where a task writes a part of the job's output: staged under the output's
+        ``_temporary/<job-id>/``, published under :meth:`published_part_url` only by the
+        run that owns the output (``kubemr.output``)."""
+        return join(self.output_url, STAGING, self.job_id, f"part-{part:05d}")
+
+    def published_part_url(self, part: int) -> str:
         return join(self.output_url, f"part-{part:05d}")
 
     def is_last(self, step: int) -> bool:

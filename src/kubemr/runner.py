@@ -8,26 +8,41 @@ wave.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-import json
+import math
 import multiprocessing
+import multiprocessing.context
+import multiprocessing.spawn
 import os
 import pickle
 import queue
+import re
+import select
 import shutil
+import signal
 import tempfile
 import threading
 import time
+import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from kubemr import storage
-from kubemr.errors import InputError, JobFailed, OutputError, TaskFailure
+from kubemr.errors import (
+    InputError,
+    Interrupted,
+    JobFailed,
+    OptionError,
+    OutputError,
+    TaskFailure,
+)
 from kubemr.formats import (
     CSV,
     DEFAULT_CHUNK_BYTES,
@@ -35,11 +50,14 @@ from kubemr.formats import (
     OUTPUT_FORMATS,
     SplitReader,
     compression_of,
+    output_line_encoder,
     read_csv_header,
 )
-from kubemr.job import MapReduce, MRStep, job_steps
+from kubemr.job import Aggregate, MapReduce, MRStep, job_steps
 from kubemr.keys import order_key
 from kubemr.loader import dump_job_class
+from kubemr.machine import available_cpus
+from kubemr.output import OutputClaim, check_apart, discard_staging, publish
 from kubemr.plan import (
     Plan,
     StepPlan,
@@ -55,36 +73,93 @@ from kubemr.task import MAP, REDUCE, TaskError, TaskResult, run_task, write_json
 
 DEFAULT_SPLIT_SIZE = 64 << 20
 DEFAULT_MEMORY = 512 << 20
+PREFLIGHT_RECORDS = 200
+PREFLIGHT_PAIRS = 1000
+"""The preflight checks this many pairs of the first records' mapper output, no more."""
+SAMPLE_PAIRS = 20_000
+"""Keys sampled per split for a total order."""
+EXIT_DRIVER_GONE = 70
+"""How a worker exits when its driver process is gone."""
 
 
-@dataclass
-class RunConfig:
-    """Everything ``kubemr run`` takes (see ``kubemr run --help``)."""
+class RunConfig(BaseModel):
+    """Everything ``kubemr run`` takes (see ``kubemr run --help``), validated."""
 
-    inputs: list[str]
-    output: str
-    reducers: int | None = None  # None: one per worker
-    workers: int | None = None  # None: all cores
-    split_size: int | None = None  # None: 64 MiB, lowered for small inputs
-    memory: int = DEFAULT_MEMORY
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    inputs: list[str] = Field(min_length=1)
+    output: str = Field(min_length=1)
+    reducers: int | None = Field(None, ge=0, strict=True)  # None: from the input size
+    workers: int | None = Field(None, ge=1, strict=True)  # None: the CPUs available
+    split_size: int | None = Field(None, ge=0, strict=True)  # None: 64 MiB, less if small
+    memory: int = Field(DEFAULT_MEMORY, ge=64 << 10, strict=True)
     input_format: str | None = None
     output_format: str | None = None
-    max_attempts: int = 3
+    max_attempts: int = Field(3, ge=1, strict=True)
     overwrite: bool = False
     work_dir: str | None = None
     keep_work: bool = False
-    skip_bad_records: int = 0
+    skip_bad_records: int = Field(0, ge=0, strict=True)
     s3_endpoint: str | None = None
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES
-    params: dict[str, str] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
+    chunk_bytes: int = Field(DEFAULT_CHUNK_BYTES, ge=1, strict=True)
+    params: dict[str, str] = Field(default_factory=dict)
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def checked(cls, **values: Any) -> RunConfig:
+        """The config, or an :class:`OptionError` naming the option and what it takes."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            name = ".".join(str(p) for p in err["loc"]) or "options"
+            raise OptionError(
+                f"invalid {name}={err.get('input')!r}: {err['msg'].lower()}"
+            ) from None
+
+
+MAX_WORKERS_PER_CPU = 4
+"""More worker processes than this per CPU only adds memory and start-up time."""
 
 
 def run_job(
     job_cls: type[MapReduce], config: RunConfig, reporter: Reporter | None = None
 ) -> dict[str, Any]:
-    """Run a job to completion; return the ``_SUCCESS`` summary or raise a KubemrError."""
-    return _LocalJob(job_cls, config, reporter or Reporter()).run()
+    """Run a job to completion; return the ``_SUCCESS`` summary or raise a KubemrError.
+
+    SIGTERM and SIGHUP stop the job as Ctrl-C does (workers stopped, temporary files
+    removed, no ``_SUCCESS``) when this runs on the main thread and the program has not
+    set its own handlers; they surface as :class:`kubemr.errors.Interrupted`.
+    """
+    with _signals_interrupt():
+        return _LocalJob(job_cls, config, reporter or Reporter()).run()
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous: dict[int, Any] = {}
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        raise Interrupted(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            previous[sig] = signal.signal(sig, interrupt)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def make_job_id(job_name: str, now: datetime | None = None) -> str:
+    """A job id that is a valid Kubernetes name: lowercase, ``[a-z0-9-]``, 63 at most."""
+    stem = re.sub(r"[^a-z0-9]+", "-", job_name.lower()).strip("-")[:36].strip("-") or "job"
+    stamp = f"{(now or datetime.now(UTC)):%Y%m%d-%H%M%S}"
+    return f"{stem}-{stamp}-{uuid.uuid4().hex[:6]}"
 
 
 class _LocalJob:
@@ -92,7 +167,8 @@ class _LocalJob:
         self.job_cls = job_cls
         self.config = config
         self.reporter = reporter
-        self.workers = max(1, config.workers or os.cpu_count() or 1)
+        self.warnings: list[str] = []
+        self.workers = self._worker_count()
         self.options = StorageOptions(
             s3_endpoint=config.s3_endpoint, max_pool_connections=max(16, 4 * self.workers)
         )
@@ -101,6 +177,25 @@ class _LocalJob:
         self.failures: list[dict[str, str]] = []
         self.results: list[TaskResult] = []
         self.step_stats: list[dict[str, Any]] = []
+        self.skipped_inputs: list[str] = []
+
+    def _worker_count(self) -> int:
+        cpus = available_cpus()
+        asked = self.config.workers
+        if asked is None:
+            return cpus
+        limit = MAX_WORKERS_PER_CPU * cpus
+        if asked > limit:
+            self._warn(
+                f"--workers {asked} is more than {MAX_WORKERS_PER_CPU} per available CPU "
+                f"({cpus}); using {limit}"
+            )
+            return limit
+        return asked
+
+    def _warn(self, text: str) -> None:
+        self.warnings.append(text)
+        self.reporter.message(f"[yellow]kubemr: {text}[/yellow]")
 
     # -- the whole job ----------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -120,10 +215,16 @@ class _LocalJob:
                 f"unknown output format {output_format!r}: use {', '.join(OUTPUT_FORMATS)}"
             )
         files = self._resolve_inputs()
-        self._check_output()
+        out_url = cfg.output.rstrip("/")
+        check_apart(out_url, cfg.inputs, files)
         job_code = dump_job_class(self.job_cls)
 
-        reducers = cfg.reducers if cfg.reducers is not None else self.workers
+        reducers = cfg.reducers
+        if reducers is None:
+            # One reducer per worker, but no more than the input needs: three lines of
+            # input make one part file, not one per core.
+            total = sum(f.size for f in files)
+            reducers = max(1, min(self.workers, math.ceil(total / DEFAULT_SPLIT_SIZE)))
         step_plans = []
         for i, step in enumerate(steps):
             total_order = self.job_cls.TOTAL_ORDER and i == len(steps) - 1
@@ -134,14 +235,15 @@ class _LocalJob:
             step_plans.append(StepPlan(i, r, total_order=total_order and r > 0))
 
         own_work_dir = cfg.work_dir is None
+        if cfg.work_dir is not None:
+            storage.store_for(cfg.work_dir, self.options).check_access(cfg.work_dir, write=True)
         work_root = cfg.work_dir or tempfile.mkdtemp(prefix="kubemr-work-")
-        stamp = f"{datetime.now(UTC):%Y%m%d-%H%M%S}"
-        job_id = f"{self.job_cls.__name__.lower()}-{stamp}-{uuid.uuid4().hex[:6]}"
+        job_id = make_job_id(self.job_cls.__name__)
         plan = Plan(
             job_id=job_id,
             job_name=self.job_cls.__name__,
             work_url=storage.join(work_root, job_id),
-            output_url=cfg.output.rstrip("/"),
+            output_url=out_url,
             input_format=input_format,
             output_format=output_format,
             steps=step_plans,
@@ -154,18 +256,25 @@ class _LocalJob:
         )
         self.plan = plan
         plan_url = plan.url("plan.json")
+        claim = OutputClaim(out_url, job_id, self.options)
+        succeeded = False
         try:
+            claim.acquire(cfg.overwrite)
             storage.write_bytes(plan.job_code_url(), job_code, self.options)
             storage.write_bytes(plan_url, plan.to_json().encode(), self.options)
             # Workers start (and import) while this process plans and runs the preflight.
             with _WorkerPool(self.workers) as pool:
                 splits = self._first_splits(files, input_format)
-                self._preflight(job, steps[0], splits)
-                self._delete_old_success()
+                self._preflight(job, steps, splits)
                 for i in range(len(steps)):
                     splits = self._run_step(pool, plan_url, i, steps[i], splits)
-            summary = self._commit(started, files, job_id)
+            summary = self._commit(started, files, job_id, claim)
+            succeeded = True
         finally:
+            if not succeeded:
+                discard_staging(claim)
+            claim.finish("succeeded" if succeeded else "failed")
+            claim.release()
             if not cfg.keep_work:
                 self._cleanup(plan.work_url)
                 if own_work_dir:
@@ -173,24 +282,36 @@ class _LocalJob:
             self.reporter.close()
         return summary
 
-    # -- inputs and outputs -----------------------------------------------------------
+    # -- inputs -----------------------------------------------------------------------
     def _resolve_inputs(self) -> list[ObjectInfo]:
         if not self.config.inputs:
             raise InputError("no input given: pass --input PATH (a file, directory or glob)")
         files: list[ObjectInfo] = []
         seen: set[str] = set()
         for pattern in self.config.inputs:
+            skipped: list[str] = []
             try:
                 store = storage.store_for(pattern, self.options)
                 if storage.is_remote(pattern):
                     store.check_access(pattern, write=False)
-                matched = next(iter(storage.expand_inputs([pattern], self.options)))[1]
+                matched = next(
+                    iter(storage.expand_inputs([pattern], self.options, skipped=skipped))
+                )[1]
             except FileNotFoundError:
                 raise InputError(f"input {pattern} does not exist") from None
             except PermissionError as exc:
                 raise InputError(f"input {pattern} is not readable: {exc}") from None
             except StorageError as exc:
                 raise InputError(f"input {pattern}: {exc}") from None
+            except OSError as exc:
+                raise InputError(f"input {pattern}: {exc}") from None
+            for url in skipped:
+                if url not in self.skipped_inputs:
+                    self.skipped_inputs.append(url)
+                    self._warn(
+                        f"input {pattern}: left out {url}, the output of another kubemr job "
+                        "(name it as an input of its own to read it)"
+                    )
             if not matched:
                 raise InputError(
                     f"input {pattern} matches no files (an empty directory or a glob with no match)"
@@ -205,28 +326,6 @@ class _LocalJob:
             ):
                 raise InputError(f"input file {info.url} is not readable (check its permissions)")
         return files
-
-    def _check_output(self) -> None:
-        out = self.config.output.rstrip("/")
-        store = storage.store_for(out, self.options)
-        try:
-            store.check_access(out, write=True)
-        except StorageError as exc:
-            raise OutputError(f"output {out}: {exc}") from None
-        if not storage.is_remote(out) and os.path.isfile(storage.local_path(out)):
-            raise OutputError(f"output {out} is a file; name a directory")
-        existing = [o for o in store.list(out + "/")]
-        if existing and not self.config.overwrite:
-            raise OutputError(
-                f"output {out} is not empty ({len(existing)} files): choose another "
-                "directory, or pass --overwrite to replace its contents"
-            )
-        self._existing_output = existing
-
-    def _delete_old_success(self) -> None:
-        # A replaced output must not look complete while the new job runs.
-        marker = storage.join(self.config.output.rstrip("/"), "_SUCCESS")
-        storage.store_for(marker, self.options).delete(marker)
 
     # -- planning ---------------------------------------------------------------------------
     def _first_splits(self, files: list[ObjectInfo], fmt: str) -> list[Any]:
@@ -246,11 +345,12 @@ class _LocalJob:
                     headers[f.url] = read_csv_header(store, f.url, compression_of(f.url))
         return make_splits(files, split_size, fmt, compression_of, headers)
 
-    def _preflight(self, job: MapReduce, step: MRStep, splits: list[Any]) -> None:
+    def _preflight(self, job: MapReduce, steps: list[MRStep], splits: list[Any]) -> None:
         """Run the mapper on the first records in this process, so that a broken mapper
-        or an unpicklable key fails before any task starts."""
+        or a key that cannot be shuffled or written fails before any task starts."""
         if not splits:
             return
+        step = steps[0]
         split = splits[0]
         store = storage.store_for(split.url, self.options)
         reader = SplitReader(store, split, 64 << 10, self.config.skip_bad_records)
@@ -260,28 +360,36 @@ class _LocalJob:
             raise InputError(str(exc)) from None
         if chunk is None:
             return
-        records = chunk.records[:200]
+        records = chunk.records[:PREFLIGHT_RECORDS]
         try:
             job.setup()
             if step.mapper_batch is not None:
                 out = step.mapper_batch(records)
-                pairs = list(out.items()) if hasattr(out, "items") else list(out or ())
+                produced = out.items() if isinstance(out, Mapping) else (out or ())
             else:
-                pairs = [p for rec in records for p in step.mapper(rec)]  # type: ignore[misc]
-        except (Exception, SystemExit):
+                mapper = step.mapper
+                assert mapper is not None
+                produced = itertools.chain.from_iterable(mapper(rec) for rec in records)
+            # Only a bounded number of pairs: one long record can yield millions.
+            pairs = list(itertools.islice(produced, PREFLIGHT_PAIRS))
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+            if isinstance(exc, Interrupted):
+                raise
             return  # the task will fail on the same record and say where, with retries
-        for pair in pairs[:1000]:
-            try:
-                key, value = pair
-            except (TypeError, ValueError):
+        to_output = self._keys_reach_output(steps)
+        encode = output_line_encoder(self.plan.output_format) if to_output else None
+        for pair in pairs:
+            if type(pair) not in (tuple, list) or len(pair) != 2:
                 raise JobFailed(
                     TaskFailure(
                         "preflight",
                         "-",
                         "user-code",
-                        f"the mapper yielded {pair!r:.200}; it must yield (key, value) pairs",
+                        f"the mapper yielded {pair!r:.200} (a {type(pair).__name__}); it must "
+                        "yield (key, value) pairs, e.g. `yield word, 1`",
                     )
-                ) from None
+                )
+            key, value = pair
             try:
                 pickle.dumps(key)
                 pickle.dumps(value)
@@ -297,6 +405,36 @@ class _LocalJob:
                         "be picklable; use str, int, float, bytes, tuples or lists of them",
                     )
                 ) from None
+            if encode is not None:
+                probe = [(key, value)] if to_output == "pairs" else [(key, 0)]
+                try:
+                    encode(probe)
+                except (TypeError, ValueError) as exc:
+                    what = "pair" if to_output == "pairs" else "key"
+                    shown = probe[0] if to_output == "pairs" else key
+                    raise JobFailed(
+                        TaskFailure(
+                            "preflight",
+                            "-",
+                            "user-code",
+                            f"the mapper's {what} {shown!r:.200} cannot be written as "
+                            f"{self.plan.output_format} output ({type(exc).__name__}: {exc}): "
+                            "convert it in the job (e.g. bytes.decode()), or choose another "
+                            "--output-format",
+                        )
+                    ) from None
+
+    def _keys_reach_output(self, steps: list[MRStep]) -> str | None:
+        """Whether the first step's map output reaches the job's output as it is:
+        "pairs" (map-only), "keys" (a built-in or identity reducer), or None."""
+        if len(steps) != 1:
+            return None
+        if self.plan.steps[0].reducers == 0:
+            return "pairs"
+        reducer = steps[0].reducer
+        if reducer is None or isinstance(reducer, Aggregate):
+            return "keys"
+        return None
 
     def _sample_boundaries(
         self, plan: Plan, step_index: int, step: MRStep, splits: list[Any]
@@ -312,15 +450,39 @@ class _LocalJob:
             if chunk is None:
                 continue
             records = chunk.records[:5000]
-            if step.mapper_batch is not None:
-                out = step.mapper_batch(records)
-                pairs = list(out.items()) if hasattr(out, "items") else list(out or ())
-            elif step.mapper is not None:
-                pairs = [p for rec in records for p in step.mapper(rec)]
-            else:
-                pairs = records
-            keys.extend(k for k, _ in pairs)
-        keys.sort(key=order_key)
+            try:
+                if step.mapper_batch is not None:
+                    out = step.mapper_batch(records)
+                    produced = out.items() if isinstance(out, Mapping) else (out or ())
+                elif step.mapper is not None:
+                    mapper = step.mapper
+                    produced = itertools.chain.from_iterable(mapper(rec) for rec in records)
+                else:
+                    produced = records
+                keys.extend(k for k, _ in itertools.islice(produced, SAMPLE_PAIRS))
+            except (Exception, SystemExit) as exc:
+                tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                raise JobFailed(
+                    TaskFailure(
+                        f"key sampling for the total order (step {step_index + 1})",
+                        "-",
+                        "user-code",
+                        f"the mapper raised {type(exc).__name__}: {exc} while its keys were "
+                        f"sampled from {split.describe()}",
+                        tb,
+                    )
+                ) from None
+        try:
+            keys.sort(key=order_key)
+        except Exception as exc:
+            raise JobFailed(
+                TaskFailure(
+                    f"key sampling for the total order (step {step_index + 1})",
+                    "-",
+                    "user-code",
+                    f"the sampled keys cannot be ordered ({type(exc).__name__}: {exc})",
+                )
+            ) from None
         boundaries = range_boundaries(keys, plan.steps[step_index].reducers)
         storage.write_bytes(plan.boundaries_url(step_index), pickle.dumps(boundaries), self.options)
 
@@ -440,17 +602,26 @@ class _LocalJob:
     ) -> None:
         self.attempts_failed += 1
         self.failures.append(failure.to_json())
-        if failure.retryable and attempt < self.config.max_attempts:
+        limit = self.config.max_attempts
+        if failure.retryable and attempt < limit:
             self.reporter.message(
                 f"[yellow]{failure.task} attempt {failure.attempt} failed: "
-                f"{failure.message.splitlines()[0][:300]} — retrying[/yellow]"
+                f"{failure.message.splitlines()[0][:300]} — retrying ({attempt + 1} of "
+                f"{limit})[/yellow]"
             )
             submit(index)
             return
+        if failure.retryable and attempt > 1:
+            failure.message += (
+                f" [failed on all {attempt} attempts; every failure is retried up to "
+                "--max-attempts times, as it may depend on the machine]"
+            )
         raise JobFailed(failure)
 
     # -- commit -----------------------------------------------------------------------------
-    def _commit(self, started: float, files: list[ObjectInfo], job_id: str) -> dict[str, Any]:
+    def _commit(
+        self, started: float, files: list[ObjectInfo], job_id: str, claim: OutputClaim
+    ) -> dict[str, Any]:
         plan = self.plan
         last = len(plan.steps) - 1
         final = [
@@ -459,12 +630,7 @@ class _LocalJob:
             if r.step == last and (r.wave == REDUCE or plan.steps[last].reducers == 0)
         ]
         final.sort(key=lambda r: r.index)
-        keep = {r.output_url for r in final}
         out = plan.output_url
-        store = storage.store_for(out, self.options)
-        for info in self._existing_output:
-            if info.url not in keep and not info.url.endswith("/_SUCCESS"):
-                store.delete(info.url)
         counters: dict[str, dict[str, int]] = {}
         for r in self.results:
             for group, values in r.counters.items():
@@ -500,10 +666,7 @@ class _LocalJob:
             "output": {
                 "url": out,
                 "format": plan.output_format,
-                "files": [
-                    {"name": r.output_url.rsplit("/", 1)[-1], "bytes": r.output_bytes}
-                    for r in final
-                ],
+                "files": [{"name": f"part-{r.index:05d}", "bytes": r.output_bytes} for r in final],
                 "records": kub.get("output_records", 0),
                 "bytes": sum(r.output_bytes for r in final),
             },
@@ -514,11 +677,23 @@ class _LocalJob:
             },
             "attempts": {"total": self.attempts_total, "failed": self.attempts_failed},
             "failed_attempts": self.failures,
+            "bad_records": {
+                "skipped": kub.get("map_bad_records_skipped", 0),
+                "examples": [e for r in self.results for e in r.bad_records][:10],
+            },
+            "skipped_inputs": self.skipped_inputs,
+            "warnings": self.warnings,
             "counters": counters,
             "storage": {"requests": requests, **moved},
         }
-        marker = storage.join(out, "_SUCCESS")
-        storage.write_bytes(marker, json.dumps(summary, indent=2).encode(), self.options)
+        parts = [(r.output_url, plan.published_part_url(r.index)) for r in final]
+        try:
+            publish(claim, parts, summary)
+        except OSError as exc:
+            raise OutputError(
+                f"could not complete the output {out}: {exc}; no _SUCCESS was written, so "
+                "the output is incomplete"
+            ) from None
         return summary
 
     def _cleanup(self, work_url: str) -> None:
@@ -533,13 +708,41 @@ class _LocalJob:
 _progress_queue: Any = None
 
 
-def _init_worker(progress_queue: Any, environ: dict[str, str]) -> None:
+def _init_worker(progress_queue: Any, environ: dict[str, str], driver_pid: int) -> None:
     global _progress_queue
     _progress_queue = progress_queue
     # The forkserver was started by the first job of this process; workers must see
     # the environment as it is now (credentials, settings), as a fresh process would.
     os.environ.clear()
     os.environ.update(environ)
+    _die_with(driver_pid)
+
+
+def _die_with(driver_pid: int) -> None:
+    """End this worker the moment the driver process ends, however it ends (SIGKILL
+    included): a worker outliving its driver would go on taking tasks and writing."""
+    try:
+        fd = os.pidfd_open(driver_pid)
+    except ProcessLookupError:
+        os._exit(EXIT_DRIVER_GONE)
+    except (AttributeError, OSError):
+        fd = -1  # no pidfd (old kernel): poll the pid instead
+
+    def watch() -> None:
+        if fd >= 0:
+            select.select([fd], [], [])
+        else:
+            while True:
+                time.sleep(0.5)
+                try:
+                    os.kill(driver_pid, 0)
+                except ProcessLookupError:
+                    break
+                except PermissionError:
+                    continue
+        os._exit(EXIT_DRIVER_GONE)
+
+    threading.Thread(target=watch, name="kubemr-driver-watch", daemon=True).start()
 
 
 def _warm_up() -> None:
@@ -571,12 +774,45 @@ def _worker_run(plan_url: str, step: int, wave: str, index: int, attempt: str) -
     return result
 
 
+_launching = threading.local()
+_original_preparation_data = multiprocessing.spawn.get_preparation_data
+
+
+def _preparation_data(name: str) -> dict[str, Any]:
+    """What a new worker process is told to set up: for kubemr's own workers, never the
+    user's ``__main__``. The job travels by cloudpickle, so re-running the user's script
+    in every worker (what multiprocessing does by default) is never needed, and breaks a
+    script that calls ``kubemr.map_reduce`` at top level without a ``__main__`` guard."""
+    data = _original_preparation_data(name)
+    if getattr(_launching, "active", False):
+        data.pop("init_main_from_path", None)
+        data.pop("init_main_from_name", None)
+    return data
+
+
+multiprocessing.spawn.get_preparation_data = _preparation_data
+
+
+class _WorkerProcess(multiprocessing.context.ForkServerProcess):
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:
+        _launching.active = True
+        try:
+            return multiprocessing.context.ForkServerProcess._Popen(process_obj)
+        finally:
+            _launching.active = False
+
+
+class _WorkerContext(multiprocessing.context.ForkServerContext):
+    Process = _WorkerProcess
+
+
 class _WorkerPool:
     """A process pool (forkserver: workers start clean, like pods) with a progress queue."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        self.ctx = multiprocessing.get_context("forkserver")
+        self.ctx = _WorkerContext()
         self.ctx.set_forkserver_preload(["kubemr.task", "kubemr.runner"])
         self.queue = self.ctx.Queue()
         self.generation = 0
@@ -589,7 +825,7 @@ class _WorkerPool:
             max_workers=self.workers,
             mp_context=self.ctx,
             initializer=_init_worker,
-            initargs=(self.queue, dict(os.environ)),
+            initargs=(self.queue, dict(os.environ), os.getpid()),
         )
 
     def submit(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from enum import StrEnum
 from typing import Annotated
@@ -10,7 +11,7 @@ from typing import Annotated
 import typer
 
 from kubemr import api
-from kubemr.errors import JobFailed, KubemrError
+from kubemr.errors import Interrupted, JobFailed, KubemrError
 from kubemr.loader import load_job_class
 from kubemr.sizes import format_size, parse_size
 
@@ -64,10 +65,15 @@ def run(
         str, typer.Option("--output", "-o", help="Output directory (local or s3://).")
     ],
     reducers: Annotated[
-        int | None, typer.Option(help="Reduce tasks (default: one per worker; 0: map-only).", min=0)
+        int | None,
+        typer.Option(
+            help="Reduce tasks (default: one per worker, fewer for small inputs; 0: map-only).",
+            min=0,
+        ),
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(help="Worker processes (default: all cores).", min=1)
+        int | None,
+        typer.Option(help="Worker processes (default: the CPUs available to kubemr).", min=1),
     ] = None,
     split_size: Annotated[
         str | None,
@@ -144,9 +150,11 @@ def run(
     except KubemrError as exc:
         typer.echo(f"kubemr: {exc}", err=True)
         raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        typer.echo("kubemr: interrupted; no _SUCCESS was written.", err=True)
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        name = signal.Signals(signum).name
+        typer.echo(f"kubemr: stopped by {name}; no _SUCCESS was written.", err=True)
+        raise typer.Exit(128 + signum) from None
     if json_output:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     if not quiet:
@@ -167,3 +175,12 @@ def _print_summary(summary: dict) -> None:
         f"{summary['attempts']['failed']} failed attempts) -> {out['url']}",
         err=True,
     )
+    bad = summary.get("bad_records") or {}
+    if bad.get("skipped"):
+        typer.echo(
+            f"kubemr: skipped {bad['skipped']:,} bad input records (--skip-bad-records); "
+            "the first of them:",
+            err=True,
+        )
+        for example in bad.get("examples", [])[:5]:
+            typer.echo(f"  {example}", err=True)

@@ -18,8 +18,10 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
+from kubemr.errors import KubemrError
 
-class StorageError(Exception):
+
+class StorageError(KubemrError):
     """A storage operation failed in a way the user must fix (credentials, bucket, path)."""
 
 

@@ -292,6 +292,18 @@ class S3Store:
             writer.abort()
             raise
 
+    def copy(self, src: str, dst: str) -> None:
+        """A server-side copy (multipart past 5 GiB): no data passes through this host."""
+        src_bucket, src_key = split_url(src)
+        bucket, key = split_url(dst)
+        self.stats.count("PUT")
+        try:
+            self.client.copy({"Bucket": src_bucket, "Key": src_key}, bucket, key)
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) in _MISSING_KEY:
+                raise FileNotFoundError(src) from None
+            raise self._fail(exc, dst) from exc
+
     def delete(self, url: str) -> None:
         bucket, key = split_url(url)
         self.stats.count("DELETE")

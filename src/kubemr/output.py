@@ -1,0 +1,347 @@
+"""The job's output directory: kept apart from the inputs, owned by one run at a time,
+and published only by that run.
+
+Layout of an output directory (local or ``s3://``)::
+
+    out/_kubemr-job.json            the owning run: job id, host, pid, state, heartbeat
+    out/_temporary/<job-id>/part-N  final part files as tasks write them
+    out/part-00000 ...              published by the owning run at commit
+    out/_SUCCESS                    written last, only when every part is published
+
+Tasks never write final names: a worker left over from a killed run can only write under
+its own ``_temporary/<job-id>/``, which nothing reads. ``--overwrite`` replaces only what
+kubemr writes (these names) and refuses a directory holding anything else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import socket
+import threading
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from kubemr import storage
+from kubemr.errors import OutputError
+from kubemr.plan import STAGING
+from kubemr.storage import ObjectInfo, StorageError, StorageOptions
+from kubemr.storage.local import local_path
+
+JOB_RECORD = "_kubemr-job.json"
+SUCCESS = "_SUCCESS"
+HEARTBEAT_SECONDS = 20.0
+"""How often a running job refreshes its record in object storage."""
+STALE_AFTER_SECONDS = 90.0
+"""A record in object storage not refreshed for this long belongs to a run that died."""
+
+_PART = re.compile(r"part-\d{5,}\Z")
+# LocalStore's temp files: ".<name>.<random>.tmp" beside the file being written.
+_LOCAL_TEMP = re.compile(r"\.(part-\d{5,}|_SUCCESS|_kubemr-job\.json)\.[^/]*\.tmp\Z")
+
+
+def is_kubemr_file(relative: str) -> bool:
+    """Whether a path relative to an output directory is one that kubemr writes."""
+    first = relative.split("/", 1)[0]
+    if first == STAGING:
+        return True
+    if "/" in relative:
+        return False
+    return (
+        relative in (SUCCESS, JOB_RECORD)
+        or _PART.match(relative) is not None
+        or _LOCAL_TEMP.match(relative) is not None
+    )
+
+
+def staging_url(output: str, job_id: str) -> str:
+    return storage.join(output, STAGING, job_id)
+
+
+# --------------------------------------------------------------------------- overlap
+
+
+def _real(url: str) -> str:
+    """A comparable form of a URL: local paths resolved (symlinks, ``..``)."""
+    if storage.is_remote(url):
+        return url.rstrip("/")
+    return os.path.realpath(local_path(url))
+
+
+def _inside(path: str, parent: str) -> bool:
+    """Whether ``path`` equals ``parent`` or lies below it."""
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def check_apart(output: str, patterns: Iterable[str], files: Iterable[ObjectInfo]) -> None:
+    """Refuse an output that equals, contains or lies inside an input.
+
+    An output containing an input would have the input deleted by ``--overwrite``; an
+    output inside an input directory would be read back as input by the next run.
+    """
+    out = _real(output)
+    for info in files:
+        if _inside(_real(info.url), out):
+            raise OutputError(
+                f"output {output} holds the input file {info.url}: kubemr never writes "
+                "where it reads; choose an output directory outside the inputs"
+            )
+    for pattern in patterns:
+        if storage.is_remote(pattern) != storage.is_remote(output):
+            continue
+        if _is_glob(pattern) and not os.path.exists(local_path(pattern)):
+            # Inside a glob's base directory is fine unless the glob would match the
+            # files this job writes there.
+            sample = storage.join(output, "part-00000")
+            if _glob_matches(pattern, sample):
+                raise OutputError(
+                    f"output {output} lies where the input glob {pattern} would read it "
+                    "back (its part files match the glob): choose an output outside it"
+                )
+            continue
+        base = _real(pattern)
+        if _inside(out, base):
+            what = "is the input" if out == base else "lies inside the input"
+            raise OutputError(
+                f"output {output} {what} {pattern}: the next run would read the output as "
+                "input; choose an output directory outside the inputs"
+            )
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
+def _glob_matches(pattern: str, url: str) -> bool:
+    if storage.is_remote(pattern):
+        return storage._glob_regex(pattern).match(url) is not None
+    base = os.path.dirname(pattern.split("*")[0].split("?")[0].split("[")[0]) or "."
+    real_base = os.path.realpath(base)
+    rest = pattern[len(base) :] if pattern.startswith(base) else pattern
+    regex = storage._glob_regex(real_base.rstrip("/") + "/" + rest.lstrip("/"))
+    return regex.match(_real(url)) is not None
+
+
+# --------------------------------------------------------------------------- ownership
+
+
+class OutputClaim:
+    """One run's hold on its output directory, from the checks before the job to
+    ``_SUCCESS``.
+
+    Local directories are locked with ``flock`` on the job record, which the kernel
+    releases when the process dies, however it dies; a second run is refused while the
+    first holds it. In object storage the record carries a heartbeat: a record not
+    refreshed for :data:`STALE_AFTER_SECONDS` belongs to a dead run, and a run re-reads
+    the record before it publishes anything, so a run that lost its output never commits.
+    """
+
+    def __init__(self, output: str, job_id: str, options: StorageOptions) -> None:
+        self.output = output.rstrip("/")
+        self.job_id = job_id
+        self.options = options
+        self.remote = storage.is_remote(output)
+        self.store = storage.store_for(self.output, options)
+        self.record_url = storage.join(self.output, JOB_RECORD)
+        self._fd: int | None = None
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+        self.started = datetime.now(UTC).isoformat()
+
+    # -- taking the output -------------------------------------------------------------
+    def acquire(self, overwrite: bool) -> None:
+        """Take the output or raise :class:`OutputError` saying why not."""
+        if not self.remote:
+            path = local_path(self.output)
+            if os.path.isfile(path):
+                raise OutputError(f"output {self.output} is a file; name a directory")
+            try:
+                os.makedirs(path, exist_ok=True)
+                self._fd = os.open(os.path.join(path, JOB_RECORD), os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise OutputError(f"cannot write output {self.output}: {exc.strerror}") from None
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                other = self._read_record()
+                os.close(self._fd)
+                self._fd = None
+                raise OutputError(
+                    f"output {self.output} is being written by another kubemr run "
+                    f"({_describe(other)}): wait for it to finish, or choose another output"
+                ) from None
+        else:
+            other = self._read_record()
+            if other and other.get("state") == "running" and not _stale(other):
+                raise OutputError(
+                    f"output {self.output} is being written by another kubemr run "
+                    f"({_describe(other)}): wait for it to finish, or choose another output "
+                    f"(a run that died is taken as gone after {STALE_AFTER_SECONDS:.0f}s)"
+                )
+        try:
+            self._check_contents(overwrite)
+            self._write_record("running")
+        except BaseException:
+            self.release()
+            raise
+        if self.remote:
+            self._beat = threading.Thread(target=self._heartbeat, daemon=True)
+            self._beat.start()
+
+    def _check_contents(self, overwrite: bool) -> None:
+        prefix = self.output + "/"
+        existing = [o for o in self.store.list(prefix) if not o.url.endswith("/" + JOB_RECORD)]
+        if not existing:
+            return
+        foreign = [o.url for o in existing if not is_kubemr_file(o.url[len(prefix) :])]
+        if foreign:
+            more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+            raise OutputError(
+                f"output {self.output} holds files kubemr did not write ({foreign[0]}{more}): "
+                "kubemr only writes into an empty directory or, with --overwrite, replaces "
+                "an earlier kubemr output; choose another output directory"
+            )
+        if not overwrite:
+            raise OutputError(
+                f"output {self.output} is not empty ({len(existing)} files of an earlier "
+                "kubemr run): choose another directory, or pass --overwrite to replace them"
+            )
+        # The earlier output must not look complete while this run works.
+        self.store.delete(storage.join(self.output, SUCCESS))
+
+    # -- while running -----------------------------------------------------------------
+    def check_owner(self) -> None:
+        """Raise :class:`OutputError` unless this run still owns the output."""
+        if not self.remote:
+            return  # the flock is held for as long as this process lives
+        record = self._read_record()
+        if record.get("job_id") != self.job_id:
+            raise OutputError(
+                f"output {self.output} was taken over by another kubemr run "
+                f"({_describe(record)}) while this one ran; nothing was published"
+            )
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                if self._read_record().get("job_id") != self.job_id:
+                    return
+                self._write_record("running")
+            except Exception:
+                continue  # a missed beat is retried; staleness allows several
+
+    # -- records -------------------------------------------------------------------------
+    def _read_record(self) -> dict[str, Any]:
+        try:
+            if self._fd is not None and not self.remote:
+                data = os.pread(self._fd, 1 << 16, 0)
+            else:
+                data = storage.read_bytes(self.record_url, self.options)
+            record = json.loads(data or b"{}")
+            return record if isinstance(record, dict) else {}
+        except (FileNotFoundError, ValueError, OSError, StorageError):
+            return {}
+
+    def _write_record(self, state: str) -> None:
+        record = {
+            "job_id": self.job_id,
+            "state": state,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": self.started,
+            "heartbeat": datetime.now(UTC).isoformat(),
+        }
+        data = json.dumps(record, indent=1).encode()
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, data, 0)
+        else:
+            storage.write_bytes(self.record_url, data, self.options)
+
+    def finish(self, state: str) -> None:
+        """Record how the run ended ("succeeded" or "failed")."""
+        self._stop.set()
+        try:
+            if not self.remote or self._read_record().get("job_id") == self.job_id:
+                self._write_record(state)
+        except (OSError, StorageError):
+            pass  # the record is informative; _SUCCESS is what marks a complete output
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)  # releases the flock
+            self._fd = None
+
+
+def _stale(record: dict[str, Any]) -> bool:
+    try:
+        beat = datetime.fromisoformat(record["heartbeat"])
+    except (KeyError, TypeError, ValueError):
+        return True
+    return (datetime.now(UTC) - beat).total_seconds() > STALE_AFTER_SECONDS
+
+
+def _describe(record: dict[str, Any]) -> str:
+    if not record:
+        return "job unknown"
+    return (
+        f"job {record.get('job_id', '?')}, pid {record.get('pid', '?')} on "
+        f"{record.get('host', '?')}, started {record.get('started', '?')}"
+    )
+
+
+# --------------------------------------------------------------------------- commit
+
+
+def publish(claim: OutputClaim, parts: list[tuple[str, str]], summary: dict[str, Any]) -> None:
+    """Move the chosen part files into place, remove older kubemr files, write _SUCCESS.
+
+    ``parts`` are ``(staged_url, final_url)`` pairs. Only the run holding ``claim`` gets
+    here; it checks it still does before the first byte is published.
+    """
+    claim.check_owner()
+    store = claim.store
+    keep = {final for _, final in parts}
+    for staged, final in parts:
+        _move(store, staged, final)
+    prefix = claim.output + "/"
+    for info in store.list(prefix):
+        rel = info.url[len(prefix) :]
+        if info.url in keep or rel in (JOB_RECORD,):
+            continue
+        if rel.split("/", 1)[0] == STAGING or _PART.match(rel) or _LOCAL_TEMP.match(rel):
+            store.delete(info.url)
+    if not claim.remote:
+        # Empty staging directories of this and earlier runs.
+        import shutil
+
+        shutil.rmtree(os.path.join(local_path(claim.output), STAGING), ignore_errors=True)
+    claim.check_owner()
+    storage.write_bytes(
+        storage.join(claim.output, SUCCESS),
+        json.dumps(summary, indent=2).encode(),
+        claim.options,
+    )
+
+
+def _move(store: Any, src: str, dst: str) -> None:
+    if storage.is_remote(src):
+        store.copy(src, dst)
+        store.delete(src)
+        return
+    os.replace(local_path(src), local_path(dst))
+
+
+def discard_staging(claim: OutputClaim) -> None:
+    """Remove this run's staged files (a failed or interrupted run)."""
+    with contextlib.suppress(Exception):
+        claim.store.delete_prefix(staging_url(claim.output, claim.job_id) + "/")
+        if not claim.remote:
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(local_path(claim.output), STAGING))
