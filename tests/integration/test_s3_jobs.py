@@ -195,3 +195,57 @@ def test_minio_restart_mid_job_gives_correct_output_or_a_clear_failure(minio, s3
         pairs, keys = read_s3_output(minio.client(), s3_bucket, "out/")
         assert "out/_SUCCESS" in keys
         assert dict(pairs) == dict(Counter(big.split() * 8))
+
+
+def test_s3_output_is_owned_published_at_commit_and_kept_apart(minio, s3_bucket) -> None:
+    client = minio.client()
+    upload(client, s3_bucket, "data/in.txt", TEXT.encode())
+    # An output inside the input prefix, or one holding the input, is refused.
+    for out in (f"s3://{s3_bucket}/data/out", f"s3://{s3_bucket}/data", f"s3://{s3_bucket}"):
+        with pytest.raises(OutputError, match="input"):
+            kubemr.run(
+                jobs.WordCount, inputs=[f"s3://{s3_bucket}/data/"], output=out, overwrite=True
+            )
+    assert read_s3_output(client, s3_bucket, "data/")[1] == ["data/in.txt"]
+    out = f"s3://{s3_bucket}/out"
+    upload(client, s3_bucket, "out/notes.txt", b"mine")
+    with pytest.raises(OutputError, match="did not write"):
+        kubemr.run(jobs.WordCount, inputs=[f"s3://{s3_bucket}/data/"], output=out, overwrite=True)
+    client.delete_object(Bucket=s3_bucket, Key="out/notes.txt")
+    summary = kubemr.run(
+        jobs.WordCount, inputs=[f"s3://{s3_bucket}/data/"], output=out, reducers=2, workers=2
+    )
+    pairs, keys = read_s3_output(client, s3_bucket, "out/")
+    assert dict(pairs) == expected()
+    assert sorted(keys) == [
+        "out/_SUCCESS",
+        "out/_kubemr-job.json",
+        "out/part-00000",
+        "out/part-00001",
+    ]
+    record = json.loads(
+        client.get_object(Bucket=s3_bucket, Key="out/_kubemr-job.json")["Body"].read()
+    )
+    assert record["job_id"] == summary["job_id"] and record["state"] == "succeeded"
+
+
+def test_s3_output_held_by_a_live_run_is_refused(minio, s3_bucket) -> None:
+    from kubemr.output import OutputClaim
+    from kubemr.storage import StorageOptions
+
+    client = minio.client()
+    upload(client, s3_bucket, "data/in.txt", TEXT.encode())
+    out = f"s3://{s3_bucket}/out"
+    holder = OutputClaim(out, "other-run-1", StorageOptions())
+    holder.acquire(overwrite=False)
+    try:
+        with pytest.raises(OutputError, match="being written by another kubemr run"):
+            kubemr.run(
+                jobs.WordCount, inputs=[f"s3://{s3_bucket}/data/"], output=out, overwrite=True
+            )
+    finally:
+        holder.finish("failed")
+        holder.release()
+    # The holder is done: its (stale) output is replaced with --overwrite.
+    kubemr.run(jobs.WordCount, inputs=[f"s3://{s3_bucket}/data/"], output=out, overwrite=True)
+    assert dict(read_s3_output(client, s3_bucket, "out/")[0]) == expected()
