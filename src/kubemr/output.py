@@ -150,6 +150,7 @@ class OutputClaim:
         self._fd: int | None = None
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
+        self._held = False
         self.started = datetime.now(UTC).isoformat()
 
     # -- taking the output -------------------------------------------------------------
@@ -188,6 +189,7 @@ class OutputClaim:
         except BaseException:
             self.release()
             raise
+        self._held = True
         if self.remote:
             self._beat = threading.Thread(target=self._heartbeat, daemon=True)
             self._beat.start()
@@ -265,11 +267,17 @@ class OutputClaim:
     def finish(self, state: str) -> None:
         """Record how the run ended ("succeeded" or "failed")."""
         self._stop.set()
+        if not self._held:
+            return  # refused before taking the output: the record is another run's
         try:
             if not self.remote or self._read_record().get("job_id") == self.job_id:
                 self._write_record(state)
         except (OSError, StorageError):
             pass  # the record is informative; _SUCCESS is what marks a complete output
+
+    @property
+    def held(self) -> bool:
+        return self._held
 
     def release(self) -> None:
         self._stop.set()
@@ -340,6 +348,8 @@ def _move(store: Any, src: str, dst: str) -> None:
 
 def discard_staging(claim: OutputClaim) -> None:
     """Remove this run's staged files (a failed or interrupted run)."""
+    if not claim.held:
+        return
     with contextlib.suppress(Exception):
         claim.store.delete_prefix(staging_url(claim.output, claim.job_id) + "/")
         if not claim.remote:

@@ -287,7 +287,7 @@ class _LocalJob:
         if not self.config.inputs:
             raise InputError("no input given: pass --input PATH (a file, directory or glob)")
         files: list[ObjectInfo] = []
-        seen: set[str] = set()
+        seen: set[Any] = set()
         for pattern in self.config.inputs:
             skipped: list[str] = []
             try:
@@ -317,8 +317,10 @@ class _LocalJob:
                     f"input {pattern} matches no files (an empty directory or a glob with no match)"
                 )
             for info in matched:
-                if info.url not in seen:
-                    seen.add(info.url)
+                # The same file named by two patterns (absolute and relative, `..`) once.
+                identity = info.url if storage.is_remote(info.url) else _file_identity(info.url)
+                if identity not in seen:
+                    seen.add(identity)
                     files.append(info)
         for info in files:
             if not storage.is_remote(info.url) and not os.access(
@@ -701,6 +703,15 @@ class _LocalJob:
             storage.store_for(work_url, self.options).delete_prefix(work_url + "/")
         except Exception:
             pass
+
+
+def _file_identity(url: str) -> Any:
+    path = storage.local_path(url)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return os.path.realpath(path)
+    return (st.st_dev, st.st_ino) if st.st_ino else os.path.realpath(path)
 
 
 # --------------------------------------------------------------------------- the pool

@@ -80,6 +80,17 @@ def test_output_overlapping_an_input_is_refused_and_nothing_is_touched(
     assert tree(tmp_path) == before
 
 
+def test_the_same_file_named_twice_is_read_once(tmp_path, data, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "o"
+    kubemr.run(
+        jobs.WordCount,
+        inputs=[str(data / "in.txt"), "data/in.txt", str(data / "sub" / ".." / "in.txt")],
+        output=str(out),
+    )
+    assert read_parts(out) == {"a": 1, "b": 2, "c": 3}
+
+
 def test_output_holding_an_input_file_is_refused(tmp_path, data) -> None:
     with pytest.raises(OutputError, match="holds the input file"):
         kubemr.run(jobs.WordCount, inputs=[str(data / "in.txt")], output=str(data), overwrite=True)
@@ -149,7 +160,8 @@ def test_kubemr_output_inside_an_input_dir_is_not_read_back(tmp_path, data) -> N
     # Named on its own, it is read.
     third = tmp_path / "third"
     kubemr.run(jobs.WordCount, inputs=[str(data / "old-counts")], output=str(third))
-    assert read_parts(third) == {'["a", 2]': 1, '["b", 4]': 1, '["c", 6]': 1}
+    # (the word count of the part files' JSON lines: '["a",', '2]', ...)
+    assert read_parts(third) == {'["a",': 1, "2]": 1, '["b",': 1, "4]": 1, '["c",': 1, "6]": 1}
 
 
 # -- 4, 5, 11. processes, signals and two runs at once --------------------------------------
