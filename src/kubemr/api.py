@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kubemr.errors import OptionError
 from kubemr.job import Combiner, MapReduce, Pairs, make_job_class
 from kubemr.progress import make_reporter
-from kubemr.runner import RunConfig, run_job
-from kubemr.sizes import parse_size
+from kubemr.runner import run_job
+from kubemr.spec import LocalOptions
 
 
 def run(
@@ -20,48 +19,48 @@ def run(
     reducers: int | None = None,
     workers: int | None = None,
     split_size: int | str | None = None,
-    memory: int | str = "512Mi",
+    memory: int | str | None = None,
     input_format: str | None = None,
     output_format: str | None = None,
-    max_attempts: int = 3,
-    overwrite: bool = False,
+    max_attempts: int | None = None,
+    overwrite: bool | None = None,
     work_dir: str | None = None,
-    keep_work: bool = False,
-    skip_bad_records: int = 0,
+    keep_work: bool | None = None,
+    skip_bad_records: int | None = None,
     s3_endpoint: str | None = None,
     params: Mapping[str, str] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Run a job class on this machine; return the ``_SUCCESS`` summary.
 
+    Options left out (``None``) take their defaults from :class:`kubemr.spec.LocalOptions`,
+    where every setting, its default and its limits are defined (``kubemr run --help``
+    shows the same).
+
     Example:
         >>> summary = kubemr.run(WordCount, inputs=["books/"], output="out/")  # doctest: +SKIP
     """
-    config = RunConfig.checked(
+    given = {
+        "reducers": reducers,
+        "workers": workers,
+        "split_size": split_size,
+        "memory": memory,
+        "input_format": input_format,
+        "output_format": output_format,
+        "max_attempts": max_attempts,
+        "overwrite": overwrite,
+        "work_dir": work_dir,
+        "keep_work": keep_work,
+        "skip_bad_records": skip_bad_records,
+        "s3_endpoint": s3_endpoint,
+    }
+    config = LocalOptions.checked(
         inputs=[inputs] if isinstance(inputs, str) else list(inputs),
         output=output,
-        reducers=reducers,
-        workers=workers,
-        split_size=None if split_size is None else _size("split_size", split_size),
-        memory=_size("memory", memory),
-        input_format=input_format,
-        output_format=output_format,
-        max_attempts=max_attempts,
-        overwrite=overwrite,
-        work_dir=work_dir,
-        keep_work=keep_work,
-        skip_bad_records=skip_bad_records,
-        s3_endpoint=s3_endpoint,
         params={str(k): str(v) for k, v in (params or {}).items()},
+        **{name: value for name, value in given.items() if value is not None},
     )
     return run_job(job, config, make_reporter(progress))
-
-
-def _size(name: str, value: int | str) -> int:
-    try:
-        return parse_size(value)
-    except (TypeError, ValueError) as exc:
-        raise OptionError(f"invalid {name}={value!r}: {exc}") from None
 
 
 def map_reduce(

@@ -32,20 +32,16 @@ from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from kubemr import storage
 from kubemr.errors import (
     InputError,
     Interrupted,
     JobFailed,
-    OptionError,
     OutputError,
     TaskFailure,
 )
 from kubemr.formats import (
     CSV,
-    DEFAULT_CHUNK_BYTES,
     INPUT_FORMATS,
     OUTPUT_FORMATS,
     SplitReader,
@@ -68,11 +64,11 @@ from kubemr.plan import (
     task_name,
 )
 from kubemr.progress import Reporter
+from kubemr.spec import LocalOptions
 from kubemr.storage import ObjectInfo, StorageError, StorageOptions
 from kubemr.task import MAP, REDUCE, TaskError, TaskResult, run_task, write_json
 
 DEFAULT_SPLIT_SIZE = 64 << 20
-DEFAULT_MEMORY = 512 << 20
 PREFLIGHT_RECORDS = 200
 PREFLIGHT_PAIRS = 1000
 """The preflight checks this many pairs of the first records' mapper output, no more."""
@@ -82,48 +78,12 @@ EXIT_DRIVER_GONE = 70
 """How a worker exits when its driver process is gone."""
 
 
-class RunConfig(BaseModel):
-    """Everything ``kubemr run`` takes (see ``kubemr run --help``), validated."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    inputs: list[str] = Field(min_length=1)
-    output: str = Field(min_length=1)
-    reducers: int | None = Field(None, ge=0, strict=True)  # None: from the input size
-    workers: int | None = Field(None, ge=1, strict=True)  # None: the CPUs available
-    split_size: int | None = Field(None, ge=0, strict=True)  # None: 64 MiB, less if small
-    memory: int = Field(DEFAULT_MEMORY, ge=64 << 10, strict=True)
-    input_format: str | None = None
-    output_format: str | None = None
-    max_attempts: int = Field(3, ge=1, strict=True)
-    overwrite: bool = False
-    work_dir: str | None = None
-    keep_work: bool = False
-    skip_bad_records: int = Field(0, ge=0, strict=True)
-    s3_endpoint: str | None = None
-    chunk_bytes: int = Field(DEFAULT_CHUNK_BYTES, ge=1, strict=True)
-    params: dict[str, str] = Field(default_factory=dict)
-    extra: dict[str, Any] = Field(default_factory=dict)
-
-    @classmethod
-    def checked(cls, **values: Any) -> RunConfig:
-        """The config, or an :class:`OptionError` naming the option and what it takes."""
-        try:
-            return cls(**values)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            name = ".".join(str(p) for p in err["loc"]) or "options"
-            raise OptionError(
-                f"invalid {name}={err.get('input')!r}: {err['msg'].lower()}"
-            ) from None
-
-
 MAX_WORKERS_PER_CPU = 4
 """More worker processes than this per CPU only adds memory and start-up time."""
 
 
 def run_job(
-    job_cls: type[MapReduce], config: RunConfig, reporter: Reporter | None = None
+    job_cls: type[MapReduce], config: LocalOptions, reporter: Reporter | None = None
 ) -> dict[str, Any]:
     """Run a job to completion; return the ``_SUCCESS`` summary or raise a KubemrError.
 
@@ -163,7 +123,7 @@ def make_job_id(job_name: str, now: datetime | None = None) -> str:
 
 
 class _LocalJob:
-    def __init__(self, job_cls: type[MapReduce], config: RunConfig, reporter: Reporter) -> None:
+    def __init__(self, job_cls: type[MapReduce], config: LocalOptions, reporter: Reporter) -> None:
         self.job_cls = job_cls
         self.config = config
         self.reporter = reporter

@@ -286,9 +286,10 @@ def test_preflight_takes_a_bounded_sample_of_mapper_output(tmp_path) -> None:
     # task then fails on its own memory budget... so only the preflight is run here.
     from kubemr.plan import Plan, StepPlan
     from kubemr.progress import Reporter
-    from kubemr.runner import RunConfig, _LocalJob
+    from kubemr.runner import _LocalJob
+    from kubemr.spec import LocalOptions
 
-    config = RunConfig(inputs=[str(tmp_path / "in.txt")], output=str(tmp_path / "o"))
+    config = LocalOptions(inputs=[str(tmp_path / "in.txt")], output=str(tmp_path / "o"))
     local = _LocalJob(reliability_jobs.EndlessMapper, config, Reporter())
     local.plan = Plan(
         "j", "J", str(tmp_path / "w"), str(tmp_path / "o"), "text", "jsonl", [StepPlan(0, 1)], 1, 1

@@ -14,7 +14,6 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 import kubemr
-from kubemr import runner as local_runner
 from kubemr.cli import app
 from kubemr.crd import PRINTER_COLUMNS, crd_manifest, crd_yaml, openapi_schema
 from kubemr.errors import OptionError
@@ -85,20 +84,6 @@ def test_cluster_defaults() -> None:
     assert s.active_deadline_seconds is None and s.ttl_seconds_after_finished is None
     assert not s.suspend
     assert s.storage.secret_ref is None and s.work_dir is None
-
-
-def test_local_options_keep_run_config_names_and_defaults() -> None:
-    """LocalOptions is to replace runner.RunConfig field for field."""
-    run_config = getattr(local_runner, "RunConfig", None)
-    if run_config is None or run_config is LocalOptions:
-        pytest.skip("the runner already takes LocalOptions")
-    ours = LocalOptions.model_fields
-    theirs = run_config.model_fields
-    assert set(ours) == set(theirs)
-    for name, field in theirs.items():
-        assert ours[name].get_default(call_default_factory=True) == field.get_default(
-            call_default_factory=True
-        ), name
 
 
 def test_shared_settings_are_defined_once() -> None:

@@ -6,35 +6,28 @@ import json
 import signal
 import sys
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 
-from kubemr import api
+from kubemr import api, spec
 from kubemr.errors import Interrupted, JobFailed, KubemrError
 from kubemr.loader import load_job_class
-from kubemr.sizes import format_size, parse_size
+from kubemr.sizes import format_size
 
 
-class InputFormat(StrEnum):
-    text = "text"
-    jsonl = "jsonl"
-    csv = "csv"
+def _choices(name: str, literal: object) -> type[StrEnum]:
+    """A typer choice from a Literal of kubemr.spec, where the choices are defined."""
+    return StrEnum(name, {value: value for value in get_args(literal)})  # type: ignore[return-value]
 
 
-class OutputFormat(StrEnum):
-    jsonl = "jsonl"
-    tsv = "tsv"
-    text = "text"
+InputFormat = _choices("InputFormat", spec.InputFormat)
+OutputFormat = _choices("OutputFormat", spec.OutputFormat)
 
 
-def _size(value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return parse_size(value)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+def _help(name: str) -> str:
+    """The option's help: the description of the setting in kubemr.spec, defined once."""
+    return spec.LocalOptions.model_fields[name].description or ""
 
 
 def _params(items: list[str]) -> dict[str, str]:
@@ -64,47 +57,22 @@ def run(
     output: Annotated[
         str, typer.Option("--output", "-o", help="Output directory (local or s3://).")
     ],
-    reducers: Annotated[
-        int | None,
-        typer.Option(
-            help="Reduce tasks (default: one per worker, fewer for small inputs; 0: map-only).",
-            min=0,
-        ),
-    ] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option(help="Worker processes (default: the CPUs available to kubemr).", min=1),
-    ] = None,
-    split_size: Annotated[
-        str | None,
-        typer.Option(
-            help="Bytes per map task, e.g. 64MiB (default 64MiB, less for small inputs; "
-            "0: one split per file)."
-        ),
-    ] = None,
-    memory: Annotated[
-        str, typer.Option(help="Memory budget per worker process; buffers spill to disk past it.")
-    ] = "512Mi",
+    reducers: Annotated[int | None, typer.Option(help=_help("reducers"))] = None,
+    workers: Annotated[int | None, typer.Option(help=_help("workers"))] = None,
+    split_size: Annotated[str | None, typer.Option(help=_help("split_size"))] = None,
+    memory: Annotated[str | None, typer.Option(help=_help("memory") + " [default: 512Mi]")] = None,
     format: Annotated[
-        InputFormat | None, typer.Option("--format", help="Input record format.")
+        InputFormat | None, typer.Option("--format", help=_help("input_format"))
     ] = None,
-    output_format: Annotated[OutputFormat | None, typer.Option(help="Output format.")] = None,
+    output_format: Annotated[OutputFormat | None, typer.Option(help=_help("output_format"))] = None,
     max_attempts: Annotated[
-        int, typer.Option(help="Attempts per task before the job fails.", min=1)
-    ] = 3,
-    overwrite: Annotated[
-        bool, typer.Option(help="Replace the contents of a non-empty output directory.")
-    ] = False,
-    work_dir: Annotated[
-        str | None, typer.Option(help="Where plan and shuffle data go (default: a temp dir).")
+        int | None, typer.Option(help=_help("max_attempts") + " [default: 3]")
     ] = None,
-    keep_work: Annotated[bool, typer.Option(help="Keep the work dir after the job.")] = False,
-    skip_bad_records: Annotated[
-        int, typer.Option(help="Skip and count up to N malformed JSON/CSV records.", min=0)
-    ] = 0,
-    s3_endpoint: Annotated[
-        str | None, typer.Option(help="S3-compatible endpoint URL (else AWS_ENDPOINT_URL_S3).")
-    ] = None,
+    overwrite: Annotated[bool, typer.Option(help=_help("overwrite"))] = False,
+    work_dir: Annotated[str | None, typer.Option(help=_help("work_dir"))] = None,
+    keep_work: Annotated[bool, typer.Option(help=_help("keep_work"))] = False,
+    skip_bad_records: Annotated[int | None, typer.Option(help=_help("skip_bad_records"))] = None,
+    s3_endpoint: Annotated[str | None, typer.Option(help=_help("s3_endpoint"))] = None,
     param: Annotated[
         list[str] | None,
         typer.Option(
@@ -118,7 +86,7 @@ def run(
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
-    """Run a MapReduce job on this machine, on all cores.
+    """Run a MapReduce job on this machine, on all the CPUs it may use.
 
     Example: kubemr run examples/wordcount.py --input books/ --output counts/
     """
@@ -130,14 +98,14 @@ def run(
             output=output,
             reducers=reducers,
             workers=workers,
-            split_size=_size(split_size),
-            memory=_size(memory) or 0,
+            split_size=split_size,
+            memory=memory,
             input_format=format.value if format else None,
             output_format=output_format.value if output_format else None,
             max_attempts=max_attempts,
-            overwrite=overwrite,
+            overwrite=overwrite or None,
             work_dir=work_dir,
-            keep_work=keep_work,
+            keep_work=keep_work or None,
             skip_bad_records=skip_bad_records,
             s3_endpoint=s3_endpoint,
             params=_params(param or []),

@@ -1,0 +1,1 @@
+"""The kubemr controller: a level-triggered loop over MapReduceJob resources."""
