@@ -255,3 +255,15 @@ def test_concurrent_readers_share_one_store(s3_bucket: str) -> None:
     with ThreadPoolExecutor(8) as pool:
         assert list(pool.map(read, blobs)) == list(blobs.values())
     assert store.stats.bytes_read == sum(len(b) for b in blobs.values())
+
+
+def test_create_exclusive_one_winner_among_racers(minio: Any, s3_bucket: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = S3Store()
+    url = f"s3://{s3_bucket}/decided.json"
+    with ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(lambda i: store.create_exclusive(url, str(i).encode()), range(16)))
+    assert won.count(True) == 1
+    with store.open_read(url) as fh:
+        assert fh.read() == str(won.index(True)).encode()

@@ -465,3 +465,17 @@ def test_output_and_work_listing_stay_lenient(tmp_path: Path) -> None:
     assert f"{d}/part-00000" in [i.url for i in store.list(str(d) + "/")]
     assert store.delete_prefix(str(d) + "/") >= 1
     assert not d.exists()
+
+
+def test_local_create_exclusive_one_winner_among_racers(tmp_path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kubemr.storage.local import LocalStore
+
+    store = LocalStore()
+    url = str(tmp_path / "sub" / "decided.json")
+    with ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(lambda i: store.create_exclusive(url, str(i).encode()), range(32)))
+    assert won.count(True) == 1
+    assert (tmp_path / "sub" / "decided.json").read_bytes() == str(won.index(True)).encode()
+    assert os.listdir(tmp_path / "sub") == ["decided.json"]  # no temp files left

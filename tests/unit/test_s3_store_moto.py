@@ -469,3 +469,11 @@ def test_errors_during_a_job_say_what_to_do(store: S3Store) -> None:
         list(store.list("s3://absent/x/"))
     with pytest.raises(StorageError, match="does not exist"), store.open_write("s3://absent/k"):
         pass
+
+
+def test_create_exclusive_first_writer_wins(store: S3Store) -> None:
+    url = f"s3://{BUCKET}/choice.json"
+    assert store.create_exclusive(url, b"first")
+    assert not store.create_exclusive(url, b"second")
+    with store.open_read(url) as fh:
+        assert fh.read() == b"first"

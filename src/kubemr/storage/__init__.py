@@ -29,6 +29,7 @@ __all__ = [
     "RequestStats",
     "StorageError",
     "StorageOptions",
+    "create_exclusive",
     "expand_inputs",
     "is_remote",
     "join",
@@ -99,6 +100,11 @@ def join(base: str, *parts: str) -> str:
 def read_bytes(url: str, options: StorageOptions | None = None) -> bytes:
     with store_for(url, options).open_read(url) as fh:
         return fh.read()
+
+
+def create_exclusive(url: str, data: bytes, options: StorageOptions | None = None) -> bool:
+    """Create ``url`` with ``data`` unless it exists; whether this call created it."""
+    return store_for(url, options).create_exclusive(url, data)
 
 
 def write_bytes(url: str, data: bytes, options: StorageOptions | None = None) -> None:

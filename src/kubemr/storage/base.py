@@ -96,6 +96,12 @@ class ObjectStore(Protocol):
         """A writer whose data appears atomically at ``url`` when the block exits cleanly."""
         ...
 
+    def create_exclusive(self, url: str, data: bytes) -> bool:
+        """Write ``data`` at ``url`` unless an object is there already; return whether this
+        call created it. Of writers racing for one name exactly one wins, which is how a
+        value several tasks derive (the chosen map outputs) is decided once."""
+        ...
+
     def delete(self, url: str) -> None:
         """Delete one object; a missing object is not an error."""
         ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -139,6 +140,27 @@ class LocalStore:
             except FileNotFoundError:
                 pass
             raise
+
+    def create_exclusive(self, url: str, data: bytes) -> bool:
+        path = local_path(url)
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory
+        )
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            self.stats.add_written(len(data))
+            self.stats.count("PUT")
+            try:
+                os.link(tmp, path)  # fails if the name exists: the first link wins
+            except FileExistsError:
+                return False
+            return True
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
     def delete(self, url: str) -> None:
         self.stats.count("DELETE")

@@ -292,6 +292,19 @@ class S3Store:
             writer.abort()
             raise
 
+    def create_exclusive(self, url: str, data: bytes) -> bool:
+        bucket, key = split_url(url)
+        self.stats.count("PUT")
+        try:
+            self.client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+        except botocore.exceptions.ClientError as exc:
+            # 412: the object exists; 409: another conditional write to it is in flight.
+            if _code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                return False
+            raise self._fail(exc, url) from exc
+        self.stats.add_written(len(data))
+        return True
+
     def copy(self, src: str, dst: str) -> None:
         """A server-side copy (multipart past 5 GiB): no data passes through this host."""
         src_bucket, src_key = split_url(src)

@@ -1,0 +1,1 @@
+"""Running a job on Kubernetes: manifests (pure) and the API gateway."""
