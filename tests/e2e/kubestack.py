@@ -38,13 +38,21 @@ class Kubestack:
     ServiceAccount exists; ``stop()`` ends every process group it started."""
 
     def __init__(
-        self, binary: str, state_dir: str, cpu: str = "4", memory: str = "8Gi", pods: str = "110"
+        self,
+        binary: str,
+        state_dir: str,
+        cpu: str = "4",
+        memory: str = "8Gi",
+        pods: str = "110",
+        node_args: tuple[str, ...] = (),
     ) -> None:
         self.binary = binary
+        self.node_args = node_args
         self.state = state_dir
         self.capacity = {"cpu": cpu, "memory": memory, "pods": pods}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.kubeconfig = os.path.join(state_dir, "kubeconfig")
+        self.serving_ca = os.path.join(state_dir, "apiserver-ca.crt")
         self.node_name = "kubestack-node"
 
     # -- processes -------------------------------------------------------------------------
@@ -127,7 +135,10 @@ class Kubestack:
             "--bind-address=127.0.0.1",
             "--secure-port=0",
             f"--service-account-private-key-file={pki}/sa.key",
-            f"--root-ca-file={pki}/ca.crt",
+            # Published in every namespace as the kube-root-ca.crt ConfigMap, which the
+            # ServiceAccount admission plugin projects into pods as ca.crt: the CA pods
+            # verify the API server with.
+            f"--root-ca-file={self.serving_ca}",
             "--controllers=*,-nodeipam,-service-lb-controller,-route,-cloud-node-lifecycle",
             "--profiling=false",
         )
@@ -149,26 +160,30 @@ class Kubestack:
             f"--cpu={self.capacity['cpu']}",
             f"--memory={self.capacity['memory']}",
             f"--pods={self.capacity['pods']}",
+            *self.node_args,
         )
         self._wait("Ready node", self._node_ready, timeout, "node")
         self._wait("default ServiceAccount", self._default_sa, timeout, "controller-manager")
 
     def stop(self) -> None:
+        """Stops the components one at a time, the last started first: the node (which
+        kills its pods) first, etcd last. Stopped all at once, the API server and etcd
+        wait for each other for seconds."""
         for name in reversed(list(self.procs)):
             proc = self.procs[name]
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
             except ProcessLookupError:
                 continue
-        for proc in reversed(list(self.procs.values())):
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(timeout=10)
+                pass
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # and whatever is left in its group
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=10)
         self.procs.clear()
 
     # -- access ----------------------------------------------------------------------------
@@ -206,9 +221,15 @@ class Kubestack:
 
     def _trust_serving_cert(self) -> None:
         """Point the kubeconfig at the API server's self-generated serving certificate
-        (its file holds the certificate and the CA that signed it)."""
+        (its file holds the certificate and the CA that signed it), and write that CA
+        alone to ``serving_ca``."""
         with open(os.path.join(self.state, "apiserver", "apiserver.crt"), "rb") as fh:
-            ca = base64.b64encode(fh.read()).decode()
+            bundle = fh.read()
+        ca = base64.b64encode(bundle).decode()
+        end = b"-----END CERTIFICATE-----"
+        blocks = [b[b.index(b"-----BEGIN") :] + end + b"\n" for b in bundle.split(end)[:-1]]
+        with open(self.serving_ca, "wb") as fh:
+            fh.write(blocks[-1])
         with open(self.kubeconfig) as fh:
             config = json.load(fh)
         cluster = config["clusters"][0]["cluster"]
@@ -273,12 +294,34 @@ def main() -> None:
             pids = json.load(fh)
     except FileNotFoundError:
         return
-    for pid in pids.values():
+    stop_groups(list(reversed(pids.values())))
+    os.remove(os.path.join(args.state, "pids.json"))
+
+
+def stop_groups(pids: list[int], timeout: float = 15) -> None:
+    """Stops each process group in turn, as ``Kubestack.stop`` does: SIGTERM, a wait of
+    up to ``timeout`` for its leader to end, then SIGKILL for what is left."""
+    for pid in pids:
         try:
             os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
+            continue
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.05)
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
             pass
-    os.remove(os.path.join(args.state, "pids.json"))
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process runs (a zombie whose parent has not reaped it does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ commands:
   controller-manager  kube-controller-manager (upstream flags)
   scheduler           kube-scheduler (upstream flags)
   node                a node that runs each pod's first container as a local process
+  pod-init            (run by the node) sets up a pod's namespaces and runs its command
 `
 
 func main() {
@@ -46,6 +47,8 @@ func main() {
 		err = runCobra(scheduler.NewSchedulerCommand(), args)
 	case "node":
 		err = runNode(args)
+	case "pod-init":
+		err = runPodInit(args)
 	default:
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
