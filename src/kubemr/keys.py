@@ -9,6 +9,9 @@ The order rule, used for sorting shuffle data and for grouping keys in reducers:
 4. Then tuples and lists, element by element with this same rule.
 5. Anything else last, by type name and then by its pickled bytes.
 
+A NaN is not a key: it is not equal to itself, so no order can place it and no group
+can hold it. :func:`order_key` raises :class:`NaNKeyError` for a NaN anywhere in a key.
+
 Partitioning never uses Python's ``hash()`` of ``str``/``bytes``, which is salted
 per process (PYTHONHASHSEED); see :func:`stable_hash`.
 """
@@ -40,12 +43,55 @@ _NATIVE_CLASS = {
 }
 
 
+class NaNKeyError(ValueError):
+    """A key is NaN or holds a NaN, so it can be neither sorted nor grouped.
+
+    ``role`` names the user function that yielded it, once known.
+    """
+
+    def __init__(self, key: Any, role: str | None = None) -> None:
+        super().__init__(key, role)
+        self.key = key
+        self.role = role
+
+    def __str__(self) -> str:
+        key = self.key
+        what = "is NaN" if _is_nan(key) else "holds a NaN"
+        head = (
+            f"the {self.role} yielded key {key!r:.200}, which" if self.role else f"key {key!r:.200}"
+        )
+        return (
+            f"{head} {what}: NaN is not equal to itself, so it cannot be grouped or sorted; "
+            "map it to None or a string first (e.g. `None if x != x else x`)"
+        )
+
+
+def _is_nan(x: Any) -> bool:
+    return isinstance(x, float) and x != x
+
+
+def has_nan(key: Any) -> bool:
+    """Whether a key is NaN or holds one, in tuples and lists at any depth."""
+    if isinstance(key, float):
+        return key != key
+    if isinstance(key, tuple | list):
+        return any(has_nan(k) for k in key)
+    return False
+
+
 def order_key(key: Any) -> tuple[Any, ...]:
-    """A sort key that totally orders any mix of key types (see the module doc)."""
+    """A sort key that totally orders any mix of key types (see the module doc).
+
+    Raises :class:`NaNKeyError` for a NaN, which no total order can place.
+    """
     t = type(key)
     if t is str:
         return (3, key)
-    if t is int or t is float or t is bool:
+    if t is int or t is bool:
+        return (2, key)
+    if t is float:
+        if key != key:
+            raise NaNKeyError(key)
         return (2, key)
     if key is None:
         return (0,)
@@ -56,6 +102,8 @@ def order_key(key: Any) -> tuple[Any, ...]:
     if isinstance(key, str):
         return (3, str(key))
     if isinstance(key, _NUMBER_TYPES):
+        if key != key:  # a float subclass (numpy.float64) can be NaN too
+            raise NaNKeyError(key)
         return (2, key)
     if isinstance(key, bytes | bytearray):
         return (4, bytes(key))
@@ -66,7 +114,11 @@ def order_key(key: Any) -> tuple[Any, ...]:
 
 def key_class(keys: Iterable[Any]) -> str:
     """The class of a run of keys: one native class, ``mixed`` or ``empty``."""
-    types = set(map(type, keys))
+    return key_class_of_types(set(map(type, keys)))
+
+
+def key_class_of_types(types: set[type]) -> str:
+    """:func:`key_class` from the set of the keys' types (which callers may reuse)."""
     if not types:
         return KEY_CLASS_EMPTY
     classes = {_NATIVE_CLASS.get(t, KEY_CLASS_MIXED) for t in types}
@@ -120,6 +172,8 @@ def stable_hash(key: Any) -> int:
             h = zlib.crc32(stable_hash(item).to_bytes(4, "little"), h)
         return h
     ok = order_key(key)
+    if ok[0] == 2:  # a number subclass (IntEnum, numpy.float64): its order key is itself
+        return stable_hash(float(key) if isinstance(key, float) else int(key))
     if ok[0] != 6:  # a subclass of a basic type: hash its basic form
         return stable_hash(ok[1] if ok[0] != 5 else tuple(key))
     return zlib.crc32(pickle.dumps(key, protocol=5))

@@ -12,6 +12,8 @@ disk when it passes its budget; the final output merges the runs.
 from __future__ import annotations
 
 import bisect
+import dis
+import inspect
 import itertools
 import os
 import sys
@@ -19,7 +21,7 @@ import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from operator import itemgetter
+from operator import itemgetter, ne
 from typing import Any, BinaryIO
 
 from kubemr.formats import BLOCK_RECORDS, encode_block, iter_blocks
@@ -27,10 +29,14 @@ from kubemr.job import Aggregate
 from kubemr.keys import (
     KEY_CLASS_EMPTY,
     KEY_CLASS_MIXED,
+    KEY_CLASS_NUM,
     KEY_CLASS_STR,
+    NaNKeyError,
     RangePartitioner,
+    has_nan,
     hash_partition,
     key_class,
+    key_class_of_types,
     merge_key_classes,
     order_key,
     pair_order_key,
@@ -63,14 +69,204 @@ class PartitionIndex:
         return cls(**data)
 
 
-class UserCodeFailure(Exception):
-    """Raised around a failing user function, naming which one and where."""
+# What user code may raise that fails its task rather than its process: `sys.exit()` in a
+# mapper must not end a worker as if all went well. GeneratorExit is not among them: it
+# is how Python closes a generator, not an error.
+USER_ERRORS = (Exception, SystemExit, KeyboardInterrupt)
 
-    def __init__(self, role: str, where: str, cause: BaseException) -> None:
-        super().__init__(f"{role} raised {type(cause).__name__}: {cause} ({where})")
+
+class UserCodeFailure(Exception):
+    """Raised around a failing user function, naming which one and where.
+
+    ``raised`` is False when the function did not raise ``cause`` but produced something
+    kubemr refuses (a non-pair, a NaN key): ``cause`` then says what, in the user's terms.
+    """
+
+    def __init__(self, role: str, where: str, cause: BaseException, *, raised: bool = True) -> None:
+        if raised:
+            detail = str(cause)  # empty for a bare KeyboardInterrupt
+            text = f"{role} raised {type(cause).__name__}" + (f": {detail}" if detail else "")
+        else:
+            text = str(cause)
+        super().__init__(f"{text} ({where})")
         self.role = role
         self.where = where
         self.cause = cause
+        self.raised = raised
+
+
+class NotAPairError(TypeError):
+    """User code produced an item that is not a ``(key, value)`` pair.
+
+    A string of two characters unpacks into two "parts" as well as a tuple does, so
+    anything but a 2-tuple or a 2-list is refused rather than unpacked.
+    """
+
+    def __init__(self, item: Any, role: str = "mapper") -> None:
+        super().__init__(item, role)
+        self.item = item
+        self.role = role
+
+    def __str__(self) -> str:
+        item = self.item
+        what = type(item).__name__
+        if isinstance(item, tuple | list):
+            what += f" of {len(item)}"
+        if self.role == "mapper_batch":
+            return (
+                f"mapper_batch returned {item!r:.200} (a {what}) among its pairs; it must "
+                "return (key, value) pairs (2-tuples) or a mapping of key to value"
+            )
+        return (
+            f"the {self.role} yielded {item!r:.200} (a {what}); it must yield (key, value) "
+            "pairs, e.g. `yield key, value`"
+        )
+
+
+class UnhashableKeyError(TypeError):
+    """A key that no table can hold, in a step that combines values by key."""
+
+    def __init__(self, key: Any, role: str = "mapper") -> None:
+        super().__init__(key, role)
+        self.key = key
+        self.role = role
+
+    def __str__(self) -> str:
+        part = _unhashable_part(self.key) or type(self.key).__name__
+        return (
+            f"the {self.role} yielded key {self.key!r:.200}, which holds a {part}: a step "
+            "with a combiner or a built-in reducer (kubemr.SUM, COUNT, MIN, MAX) keeps a "
+            "table by key, so keys must be hashable; use a tuple, str or number instead"
+        )
+
+
+def _unhashable_part(key: Any) -> str:
+    """The type of what makes ``key`` unhashable besides lists (a dict, a set), or ""."""
+    if isinstance(key, tuple | list):
+        for k in key:
+            part = _unhashable_part(k)
+            if part:
+                return part
+        return ""
+    return "" if _hashable(key) else type(key).__name__
+
+
+def is_pair(item: Any) -> bool:
+    """A ``(key, value)`` pair: a tuple or a list of two."""
+    return (type(item) is tuple or type(item) is list) and len(item) == 2
+
+
+def _check_item(item: Any, role: str) -> None:
+    """Raise :class:`NotAPairError` unless ``item`` is a pair (the hot loops' slow path:
+    they only call it for an item that is not a tuple)."""
+    if not is_pair(item):
+        raise NotAPairError(item, role)
+
+
+def check_pairs(pairs: list[Any], role: str = "mapper") -> None:
+    """Raise :class:`NotAPairError` for the first item of ``pairs`` that is not a pair."""
+    for item in pairs:
+        if type(item) is not tuple or len(item) != 2:
+            _check_item(item, role)
+
+
+def _checked_list(pairs: Iterable[Any], role: str) -> list[Any]:
+    """``pairs`` as a list, checked to hold only pairs (one pass in C when they are
+    all tuples, the common case)."""
+    items = pairs if type(pairs) is list else list(pairs)
+    if set(map(type, items)) - {tuple} or set(map(len, items)) - {2}:
+        check_pairs(items, role)
+    return items
+
+
+def _refuse_nan_keys(pairs: list[tuple[Any, Any]], cls: str) -> None:
+    """Raise :class:`~kubemr.keys.NaNKeyError` for a float NaN key. Called only when
+    float is among the keys' types: a NaN makes the native sort and the grouping of
+    equal keys unreliable for every key near it, not only for itself. NaNs inside
+    tuples and lists meet :func:`~kubemr.keys.order_key`, which refuses them."""
+    if cls == KEY_CLASS_NUM:  # only int, float and bool: compare in C
+        found = any(map(ne, map(_first, pairs), map(_first, pairs)))
+    else:
+        found = any(k != k for k, _ in pairs if type(k) is float)
+    if found:
+        raise NaNKeyError(next(k for k, _ in pairs if type(k) is float and k != k))
+
+
+def yields_only_pairs(fn: Any) -> bool:
+    """Whether everything ``fn`` produces is a 2-tuple, proven from its bytecode.
+
+    True for a generator function whose every ``yield`` builds its tuple in place
+    (``yield key, value``), the way nearly every mapper is written: its output then needs
+    no check per pair, which would cost the hottest loop several percent. Anything else
+    (a list returned, ``yield pair``, ``yield from``, a conditional yield) is checked pair
+    by pair; a bytecode this test does not know only makes the check run, never skips it.
+    """
+    code = getattr(getattr(fn, "__func__", fn), "__code__", None)
+    if code is None or not code.co_flags & inspect.CO_GENERATOR:
+        return False
+    found = False
+    prev: dis.Instruction | None = None
+    for ins in dis.get_instructions(code):
+        if ins.opname == "YIELD_VALUE":
+            if prev is None or ins.is_jump_target:
+                return False
+            builds = prev.opname == "BUILD_TUPLE" and prev.arg == 2
+            const = prev.opname == "LOAD_CONST" and type(prev.argval) is tuple
+            if not (builds or (const and len(prev.argval) == 2)):
+                return False
+            found = True
+        prev = ins
+    return found
+
+
+# --------------------------------------------------------------------------- keys in tables
+
+
+class _ListKey(tuple):
+    """A key holding lists, as a dict can hold it: a tuple with the lists turned into
+    tuples at any depth (the order rule treats lists and tuples alike, so they are one
+    key), carrying the key as the user gave it, which is what goes out."""
+
+    given: Any
+
+
+def _hashable(key: Any) -> bool:
+    try:
+        hash(key)
+    except TypeError:
+        return False
+    return True
+
+
+def _freeze_lists(key: Any) -> Any:
+    if isinstance(key, tuple | list):
+        return tuple(_freeze_lists(k) for k in key)
+    hash(key)  # a dict or a set inside: TypeError
+    return key
+
+
+def table_key(key: Any) -> Any:
+    """``key`` as a dict key: a hashable key as it is; a key holding lists as a
+    :class:`_ListKey`; else :class:`UnhashableKeyError`. Only called once hashing
+    ``key`` failed, so keys of the common kinds never come here."""
+    if _hashable(key):
+        return key
+    try:
+        frozen = _ListKey(_freeze_lists(key))
+    except TypeError:
+        raise UnhashableKeyError(key) from None
+    frozen.given = key
+    return frozen
+
+
+def given_key(key: Any) -> Any:
+    """The key as the user gave it (undoes :func:`table_key`)."""
+    return key.given if type(key) is _ListKey else key
+
+
+def _fold_one(acc: dict[Any, Any], key: Any, value: Any, name: str) -> None:
+    """Fold one pair whose key is not hashable as given (a list)."""
+    fold_into(acc, ((table_key(key), value),), name)
 
 
 def sort_pairs(pairs: list[tuple[Any, Any]], cls: str | None = None) -> str:
@@ -101,15 +297,23 @@ def partition_pairs(
             appends[crc(kv[0].encode("utf-8", "surrogatepass")) % num_partitions](kv)
         return parts
     fn = partitioner or hash_partition
-    for kv in pairs:
-        p = fn(kv[0], num_partitions)
-        if type(p) is not int or not 0 <= p < num_partitions:
-            raise UserCodeFailure(
-                "partitioner",
-                f"key {kv[0]!r}",
-                ValueError(f"returned {p!r}; expected an int in [0, {num_partitions})"),
-            )
-        appends[p](kv)
+    kv: Any = None
+    try:
+        for kv in pairs:
+            p = fn(kv[0], num_partitions)
+            if type(p) is not int or not 0 <= p < num_partitions:
+                raise UserCodeFailure(
+                    "partitioner",
+                    f"key {kv[0]!r:.200}",
+                    ValueError(f"returned {p!r}; expected an int in [0, {num_partitions})"),
+                )
+            appends[p](kv)
+    except UserCodeFailure:
+        raise
+    except USER_ERRORS as exc:
+        if partitioner is None:
+            raise
+        raise UserCodeFailure("partitioner", f"key {kv[0]!r:.200}", exc) from exc
     return parts
 
 
@@ -249,65 +453,165 @@ def group_sorted(pairs: Iterable[tuple[Any, Any]], cls: str) -> Iterator[tuple[A
 
 
 def sorted_values(values: Iterable[Any]) -> list[Any]:
-    """Values in the order rule's order (secondary sort)."""
+    """Values in the order rule's order (secondary sort).
+
+    A NaN among them raises ValueError: it compares false both ways, so a sort would
+    leave the values around it out of order without a word.
+    """
     vals = list(values)
+    if float in set(map(type, vals)) and any(v != v for v in vals if type(v) is float):
+        raise _nan_values(next(v for v in vals if type(v) is float and v != v))
     try:
         vals.sort()
     except TypeError:
-        vals.sort(key=order_key)
+        try:
+            vals.sort(key=order_key)
+        except NaNKeyError as exc:
+            raise _nan_values(exc.key) from None
     return vals
+
+
+class NaNValuesError(ValueError):
+    """The values of a key, to be sorted (``SORT_VALUES``), hold a NaN."""
+
+
+def _nan_values(nan: Any) -> NaNValuesError:
+    return NaNValuesError(
+        f"the values to sort (SORT_VALUES) include {nan!r}, a NaN: NaN is not equal to "
+        "itself, so it cannot be sorted; map it to None or a string first"
+    )
 
 
 def fold_into(acc: dict[Any, Any], pairs: Iterable[tuple[Any, Any]], name: str) -> int:
     """Fold pairs into per-key accumulators of a built-in aggregate; return the count.
 
-    One specialised loop per aggregate: this is the hot path of most jobs.
+    One specialised loop per aggregate: this is the hot path of most jobs. The pairs must
+    be pairs (callers check what user code produced). A key holding a list cannot be
+    hashed; it takes the slow path (:func:`table_key`) only once hashing failed, so the
+    ``try`` costs the common keys nothing.
     """
     get = acc.get
     n = 0
     if name == "sum":
         for k, v in pairs:
-            acc[k] = get(k, 0) + v
+            try:
+                acc[k] = get(k, 0) + v
+            except TypeError:
+                if _hashable(k):
+                    raise
+                _fold_one(acc, k, v, name)
             n += 1
     elif name == "count":
         for k, _ in pairs:
-            acc[k] = get(k, 0) + 1
+            try:
+                acc[k] = get(k, 0) + 1
+            except TypeError:
+                if _hashable(k):
+                    raise
+                _fold_one(acc, k, 1, name)
             n += 1
     elif name == "min":
         for k, v in pairs:
-            a = get(k, _MISSING)
-            if a is _MISSING or v < a:
-                acc[k] = v
+            try:
+                a = get(k, _MISSING)
+                if a is _MISSING or v < a:
+                    acc[k] = v
+            except TypeError:
+                if _hashable(k):
+                    raise
+                _fold_one(acc, k, v, name)
             n += 1
     else:
         for k, v in pairs:
-            a = get(k, _MISSING)
-            if a is _MISSING or v > a:
-                acc[k] = v
+            try:
+                a = get(k, _MISSING)
+                if a is _MISSING or v > a:
+                    acc[k] = v
+            except TypeError:
+                if _hashable(k):
+                    raise
+                _fold_one(acc, k, v, name)
             n += 1
     return n
 
 
 def fold_records_into(
-    acc: dict[Any, Any], records: list[Any], mapper: Callable[[Any], Any], name: str
+    acc: dict[Any, Any],
+    records: list[Any],
+    mapper: Callable[[Any], Any],
+    name: str,
+    trusted: bool = False,
 ) -> None:
     """Run a per-record mapper straight into a built-in aggregate's accumulators.
 
     The hottest loop of a typical job, kept as plain nested loops: measured ~8% faster
     than chaining the mapper's generators, and ~7% faster than also counting the pairs,
-    which is why ``map_output_records`` is not counted on this path.
+    which is why ``map_output_records`` is not counted on this path. ``trusted``: the
+    mapper can only yield 2-tuples (:func:`yields_only_pairs`); otherwise every item is
+    checked, since a bare ``"ab"`` would unpack into a key and a value. The check costs
+    this loop ~7% (word count, measured); the proof, made once per task, nothing.
     """
     get = acc.get
-    if name == "sum":
+    tuple_ = tuple
+    if name == "sum" and trusted:
         for rec in records:
             for k, v in mapper(rec):
-                acc[k] = get(k, 0) + v
-    elif name == "count":
+                try:
+                    acc[k] = get(k, 0) + v
+                except TypeError:
+                    if _hashable(k):
+                        raise
+                    _fold_one(acc, k, v, name)
+    elif name == "sum":
+        for rec in records:
+            for item in mapper(rec):
+                if type(item) is not tuple_:
+                    _check_item(item, "mapper")
+                k, v = item
+                try:
+                    acc[k] = get(k, 0) + v
+                except TypeError:
+                    if _hashable(k):
+                        raise
+                    _fold_one(acc, k, v, name)
+    elif name == "count" and trusted:
         for rec in records:
             for k, _ in mapper(rec):
-                acc[k] = get(k, 0) + 1
-    else:
+                try:
+                    acc[k] = get(k, 0) + 1
+                except TypeError:
+                    if _hashable(k):
+                        raise
+                    _fold_one(acc, k, 1, name)
+    elif name == "count":
+        for rec in records:
+            for item in mapper(rec):
+                if type(item) is not tuple_:
+                    _check_item(item, "mapper")
+                k, _ = item
+                try:
+                    acc[k] = get(k, 0) + 1
+                except TypeError:
+                    if _hashable(k):
+                        raise
+                    _fold_one(acc, k, 1, name)
+    elif trusted:
         fold_into(acc, itertools.chain.from_iterable(map(mapper, records)), name)
+    else:
+        is_min = name == "min"
+        for rec in records:
+            for item in mapper(rec):
+                if type(item) is not tuple_:
+                    _check_item(item, "mapper")
+                k, v = item
+                try:
+                    a = get(k, _MISSING)
+                    if a is _MISSING or (v < a if is_min else v > a):
+                        acc[k] = v
+                except TypeError:
+                    if _hashable(k):
+                        raise
+                    _fold_one(acc, k, v, name)
 
 
 # --------------------------------------------------------------------------- collector
@@ -349,11 +653,21 @@ class MapCollector:
         self.output_records = 0
         self.output_records_counted = True  # False once a path that skips counting ran
         self.spilled_records = 0
+        self._mapper: Any = None  # the last mapper seen, and whether it yields only pairs
+        self._trusted = False
+        self._unchecked = False  # plain mode holds items no one has checked are pairs
 
     # -- feeding -------------------------------------------------------------------
+    def _trusts(self, mapper: Callable[[Any], Any]) -> bool:
+        if mapper is not self._mapper:
+            self._mapper = mapper
+            self._trusted = yields_only_pairs(mapper)
+        return self._trusted
+
     def feed_records(self, records: list[Any], mapper: Callable[[Any], Any]) -> None:
         """Run ``mapper`` over a chunk of records (the per-record hot loop)."""
         mode = self.mode
+        trusted = self._trusts(mapper)
         if mode == "plain":
             pairs = self._pairs
             before = len(pairs)
@@ -361,43 +675,84 @@ class MapCollector:
             for rec in records:
                 extend(mapper(rec))
             self.output_records += len(pairs) - before
+            self._unchecked |= not trusted  # checked once, when the buffer is sorted
         elif mode == "aggregate":
-            fold_records_into(self._acc, records, mapper, self.combiner.name)
+            fold_records_into(self._acc, records, mapper, self.combiner.name, trusted)
             self.output_records_counted = False
         else:
-            self._feed_groups(itertools.chain.from_iterable(map(mapper, records)))
+            pairs = itertools.chain.from_iterable(map(mapper, records))
+            self._feed_groups(pairs, None if trusted else "mapper")
 
-    def feed_output(self, out: Iterable[tuple[Any, Any]] | Mapping[Any, Any] | None) -> None:
-        """Take what ``mapper_batch`` returned: pairs, or a mapping of key -> value."""
+    def feed_output(
+        self,
+        out: Iterable[tuple[Any, Any]] | Mapping[Any, Any] | None,
+        trusted: bool = False,
+    ) -> None:
+        """Take what ``mapper_batch`` returned: pairs, or a mapping of key -> value.
+
+        ``trusted``: ``out`` holds only pairs (a previous step's records).
+        """
         if out is None:
             return
         if isinstance(out, Mapping):
             pairs: Iterable[tuple[Any, Any]] = out.items()
+            trusted = True
         else:
             pairs = out
         if self.mode == "plain":
             before = len(self._pairs)
             self._pairs.extend(pairs)
             self.output_records += len(self._pairs) - before
-        elif self.mode == "aggregate":
-            self._feed_aggregate(pairs)
+            self._unchecked |= not trusted
         else:
-            self._feed_groups(pairs)
+            if not trusted:
+                pairs = _checked_list(pairs, "mapper_batch")
+            if self.mode == "aggregate":
+                self._feed_aggregate(pairs)
+            else:
+                self._feed_groups(pairs)
 
     def _feed_aggregate(self, pairs: Iterable[tuple[Any, Any]]) -> None:
         self.output_records += fold_into(self._acc, pairs, self.combiner.name)
 
-    def _feed_groups(self, pairs: Iterable[tuple[Any, Any]]) -> None:
+    def _feed_groups(self, pairs: Iterable[Any], check: str | None = None) -> None:
+        """Append values to their key's list; ``check`` names the user function whose
+        items must be checked to be pairs (None: they are)."""
         groups = self._acc
         get = groups.get
         n = 0
-        for k, v in pairs:
-            values = get(k)
-            if values is None:
-                groups[k] = [v]
-            else:
-                values.append(v)
-            n += 1
+        if check is None:
+            for k, v in pairs:
+                try:
+                    values = get(k)
+                except TypeError:
+                    if _hashable(k):
+                        raise
+                    k = table_key(k)
+                    values = get(k)
+                if values is None:
+                    groups[k] = [v]
+                else:
+                    values.append(v)
+                n += 1
+        else:
+            tuple_ = tuple
+            for item in pairs:
+                if type(item) is not tuple_:
+                    _check_item(item, check)
+                k, v = item
+                try:
+                    values = get(k)
+                except TypeError:
+                    if _hashable(k):
+                        raise
+                    k = table_key(k)
+                    values = get(k)
+                if values is None:
+                    groups[k] = [v]
+                else:
+                    values.append(v)
+                n += 1
         self.output_records += n
         self._values += n
 
@@ -455,9 +810,15 @@ class MapCollector:
             if len(values) == 1:
                 out: Iterable[tuple[Any, Any]] = ((key, values[0]),)
             else:
-                out = self._call_combiner(key, values)
+                out = self._call_combiner(given_key(key), values)
             for k, v in out:
-                bucket = combined.get(k)
+                try:
+                    bucket = combined.get(k)
+                except TypeError:
+                    if _hashable(k):
+                        raise
+                    k = table_key(k)
+                    bucket = combined.get(k)
                 if bucket is None:
                     combined[k] = [v]
                 else:
@@ -467,17 +828,28 @@ class MapCollector:
 
     def _call_combiner(self, key: Any, values: list[Any]) -> list[tuple[Any, Any]]:
         try:
-            return list(self.combiner(key, iter(values)))
-        except Exception as exc:
+            out = list(self.combiner(key, iter(values)))
+        except USER_ERRORS as exc:
             raise UserCodeFailure("combiner", f"key {key!r:.200}", exc) from exc
+        for item in out:
+            if not is_pair(item):
+                raise UserCodeFailure(
+                    "combiner", f"key {key!r:.200}", NotAPairError(item, "combiner"), raised=False
+                )
+        return out
 
     # -- sorting and output ----------------------------------------------------------
     def _sorted_partitions(self) -> tuple[list[list[tuple[Any, Any]]], list[str]]:
-        """The buffer as sorted partitions; empties the buffer."""
+        """The buffer as sorted partitions; empties the buffer.
+
+        Raises :class:`NotAPairError` or :class:`~kubemr.keys.NaNKeyError` for what the
+        user's code put in it; the task then finds the record that produced it.
+        """
         if self.mode == "plain":
             pairs = self._pairs
             self._pairs = []
-            _check_pairs(pairs)
+            if self._unchecked:
+                check_pairs(pairs)
         elif self.mode == "aggregate":
             pairs = list(self._acc.items())
             self._acc = {}
@@ -486,7 +858,22 @@ class MapCollector:
             pairs = [(k, v) for k, values in self._acc.items() for v in values]
             self._acc = {}
             self._values = 0
-        cls = key_class(map(_first, pairs))
+        types = set(map(type, map(_first, pairs)))
+        if _ListKey in types:  # keys that held lists go out as the user gave them
+            pairs = [(given_key(k), v) for k, v in pairs]
+            types = set(map(type, map(_first, pairs)))
+        cls = key_class_of_types(types)
+        if float in types:
+            _refuse_nan_keys(pairs, cls)
+        try:
+            return self._partition_and_sort(pairs, cls)
+        except NaNKeyError:
+            # order_key met a NaN inside a key (or a float subclass): name the whole key.
+            raise NaNKeyError(next(k for k, _ in pairs if has_nan(k))) from None
+
+    def _partition_and_sort(
+        self, pairs: list[tuple[Any, Any]], cls: str
+    ) -> tuple[list[list[tuple[Any, Any]]], list[str]]:
         if isinstance(self.partitioner, RangePartitioner):
             # Ranges: sort once, then cut the sorted run at the partition boundaries.
             sort_pairs(pairs, cls)
@@ -504,7 +891,9 @@ class MapCollector:
 
     def _spill(self) -> None:
         if self._tmp is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="kubemr-spill-", dir=self.spill_dir)
+            self._tmp = tempfile.TemporaryDirectory(
+                prefix="kubemr-spill-", dir=self.spill_dir, ignore_cleanup_errors=True
+            )
         parts, classes = self._sorted_partitions()
         path = os.path.join(self._tmp.name, f"run-{len(self._runs):05d}")
         with open(path, "wb", buffering=1 << 20) as fh:
@@ -520,11 +909,21 @@ class MapCollector:
                 return write_run(out, parts, classes)
             if self.entries():
                 self._spill()
-            return write_stream(out, [self._merged(p) for p in range(self.num_partitions)])
+            merged = [self._merged(p) for p in range(self.num_partitions)]
+            try:
+                return write_stream(out, merged)
+            finally:
+                for stream in merged:
+                    stream.close()  # closes its spill files, even after a failure
         finally:
-            if self._tmp is not None:
-                self._tmp.cleanup()
-                self._tmp = None
+            self.close()
+
+    def close(self) -> None:
+        """Delete the spill files. Every way out of a map task calls this: spills left
+        behind by failed attempts would fill the disk that retries need."""
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
     def _merged(self, p: int) -> Iterator[tuple[Any, Any]]:
         """Partition ``p`` merged over every spilled run, combined again per key."""
@@ -546,8 +945,13 @@ class MapCollector:
                 merge = self.combiner.merge
                 for key, values in group_sorted(merged, cls):
                     acc = next(values)
-                    for v in values:
-                        acc = merge(acc, v)
+                    try:
+                        for v in values:
+                            acc = merge(acc, v)
+                    except Exception as exc:  # MIN of ints from one run and strs from another
+                        where = f"key {key!r:.200}"
+                        role = f"{self.combiner!r} on the mapper's values"
+                        raise UserCodeFailure(role, where, exc) from exc
                     yield key, acc
             else:
                 for key, values in group_sorted(merged, cls):
@@ -575,16 +979,3 @@ class _Limited:
         data = self._fh.read(n)
         self._left -= len(data)
         return data
-
-
-def _check_pairs(pairs: list[Any]) -> None:
-    for item in pairs:
-        if type(item) is not tuple or len(item) != 2:
-            try:
-                _k, _v = item
-            except (TypeError, ValueError):
-                raise UserCodeFailure(
-                    "mapper",
-                    "its output",
-                    TypeError(f"yielded {item!r:.200}; expected a (key, value) pair"),
-                ) from None

@@ -9,6 +9,7 @@ attempts, so a retried or duplicated attempt is never counted twice.
 
 from __future__ import annotations
 
+import inspect
 import io
 import itertools
 import json
@@ -16,7 +17,7 @@ import os
 import pickle
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -35,18 +36,34 @@ from kubemr.formats import (
     output_line_encoder,
 )
 from kubemr.job import Aggregate, MapReduce, MRStep, job_steps
-from kubemr.keys import KEY_CLASS_MIXED, RangePartitioner, merge_key_classes, order_key
+from kubemr.keys import (
+    KEY_CLASS_MIXED,
+    NaNKeyError,
+    RangePartitioner,
+    has_nan,
+    merge_key_classes,
+    order_key,
+)
 from kubemr.plan import Plan, task_name
 from kubemr.shuffle import (
+    USER_ERRORS,
     MapCollector,
+    NaNValuesError,
+    NotAPairError,
     PartitionIndex,
+    UnhashableKeyError,
     UserCodeFailure,
+    check_pairs,
     fold_into,
+    given_key,
     group_sorted,
+    is_pair,
     merge_sorted_blocks,
     read_segment_blocks,
     sort_pairs,
     sorted_values,
+    table_key,
+    yields_only_pairs,
 )
 from kubemr.storage import StorageOptions, read_bytes, store_for, write_bytes
 
@@ -76,6 +93,8 @@ class TaskResult:
     counters: dict[str, dict[str, int]]
     seconds: float
     storage: dict[str, Any] = field(default_factory=dict)
+    # Up to 5 input records a map task skipped (--skip-bad-records), as "file:line: why".
+    bad_records: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -89,13 +108,16 @@ class TaskResult:
             "counters": self.counters,
             "seconds": self.seconds,
             "storage": self.storage,
+            "bad_records": self.bad_records,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TaskResult:
+        """The result from its marker; markers written before a field existed lack it."""
         data = dict(data)
         if data.get("partition_index") is not None:
             data["partition_index"] = PartitionIndex.from_json(data["partition_index"])
+        data.setdefault("bad_records", [])
         return cls(**data)
 
 
@@ -154,7 +176,9 @@ def run_task(
         result.seconds = time.monotonic() - started
         write_json(plan.marker_url(step, wave, index, attempt), result.to_json(), options)
         return result
-    except Exception as exc:
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:
+        # SystemExit and KeyboardInterrupt too: an attempt ends in a failure marker and a
+        # TaskError, never in a process exit that a pod or the runner could read as success.
         failure = _failure(name, attempt, exc)
         if plan is not None and options is not None:
             try:
@@ -168,6 +192,8 @@ def run_task(
 def _failure(name: str, attempt: str, exc: BaseException) -> TaskFailure:
     if isinstance(exc, UserCodeFailure):
         cause = exc.cause
+        if not exc.raised:  # found in what user code produced: no traceback to show
+            return TaskFailure(name, attempt, "user-code", str(exc))
         tb = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))
         return TaskFailure(name, attempt, "user-code", str(exc), _user_frames(tb))
     if isinstance(exc, BadRecordError):
@@ -198,8 +224,46 @@ def _call_user(role: str, where: Callable[[], str], fn: Callable[[], Any]) -> An
         return fn()
     except UserCodeFailure:
         raise
-    except Exception as exc:
+    except USER_ERRORS as exc:
         raise UserCodeFailure(role, where(), exc) from exc
+
+
+def _call_hook(role: str, where: Callable[[], str], fn: Callable[[], Any]) -> None:
+    """Call ``setup`` or ``teardown``. One written as a generator (to emit pairs at the
+    end, as mrjob's ``mapper_final`` does) would only make a generator: its body would
+    never run, and whatever it meant to emit would be lost without a word."""
+    result = _call_user(role, where, fn)
+    if inspect.isgenerator(result):
+        result.close()
+        problem = TypeError(
+            f"{role}() contains `yield`, so calling it only made a generator and its body "
+            f"never ran; kubemr ignores what {role}() returns: drop the `yield` (pairs come "
+            "from the mapper, mapper_batch or reducer)"
+        )
+        raise UserCodeFailure(role, where(), problem, raised=False)
+
+
+# What a task finds wrong in the pairs user code produced, rather than an exception the
+# code raised; found late (when the buffer is sorted), the task looks for the record.
+_OUTPUT_PROBLEMS = (NotAPairError, NaNKeyError, UnhashableKeyError)
+
+
+def _first_problem(items: list[Any], role: str, grouped: bool, hashed: bool) -> Exception | None:
+    """What is wrong with the first bad item: not a pair; a NaN key where keys are
+    ``grouped``; a key no table can hold where keys are ``hashed``."""
+    for item in items:
+        if not is_pair(item):
+            return NotAPairError(item, role)
+        key = item[0]
+        if grouped and has_nan(key):
+            return NaNKeyError(key, role)
+        if hashed:
+            try:
+                table_key(key)
+            except UnhashableKeyError as exc:
+                exc.role = role
+                return exc
+    return None
 
 
 # --------------------------------------------------------------------------- map
@@ -250,14 +314,21 @@ class _MapTask(_TaskBase):
         split = Split.from_json(splits[self.index])
         store = store_for(split.url, self.options)
         reader = SplitReader(store, split, plan.chunk_bytes, plan.skip_bad_records)
-        _call_user("setup", lambda: f"map task on {split.describe()}", self.job.setup)
-        if self.reducers == 0:
-            result = self._run_map_only(reader, split)
-        else:
-            result = self._run_shuffle(reader, split)
-        _call_user("teardown", lambda: f"map task on {split.describe()}", self.job.teardown)
+        _call_hook("setup", lambda: f"map task on {split.describe()}", self.job.setup)
+        problem: Exception | None = None
+        try:
+            if self.reducers == 0:
+                result = self._run_map_only(reader, split)
+            else:
+                result = self._run_shuffle(reader, split)
+        except _OUTPUT_PROBLEMS as exc:
+            problem = exc
+        if problem is not None:  # outside the except block, as in _map_chunk
+            raise self._locate_in_split(problem, split)
+        _call_hook("teardown", lambda: f"map task on {split.describe()}", self.job.teardown)
         self.counters["map_bad_records_skipped"] = reader.bad_records
         result.counters = self.all_counters()
+        result.bad_records = list(reader.bad_examples)
         return result
 
     def _records(self, reader: SplitReader) -> Iterator[Any]:
@@ -282,32 +353,104 @@ class _MapTask(_TaskBase):
             elif fns.mapper is not None:
                 feed.feed_records(chunk.records, fns.mapper)
             else:
-                feed.feed_output(chunk.records)  # a later step without a mapper
+                feed.feed_output(chunk.records, trusted=True)  # a later step without a mapper
         except UserCodeFailure:
             raise
-        except Exception as exc:
-            raise self._locate_failure(exc, chunk, split, reader) from exc
+        except USER_ERRORS as exc:
+            failed = exc
+        else:
+            return
+        # Outside the except block, so that the mapper's second failure, found there, does
+        # not carry its first as context (the traceback would show the error twice).
+        raise self._locate_failure(failed, chunk, split, reader) from failed
 
     def _locate_failure(
-        self, exc: Exception, chunk: Any, split: Split, reader: SplitReader
+        self, exc: BaseException, chunk: Any, split: Split, reader: SplitReader
     ) -> UserCodeFailure:
+        # Find the record by running the mapper again, one record at a time.
+        found = self._find_bad_record([chunk], split, reader, fold_values=True)
+        if found is not None:
+            return found
+        raised = not isinstance(exc, _OUTPUT_PROBLEMS)
         fns = self.fns
         if fns.mapper_batch is not None or fns.mapper is None:
             first = locate(reader.store, split, chunk, 0) if chunk.records else split.url
             role = "mapper_batch" if fns.mapper_batch is not None else "shuffle"
-            return UserCodeFailure(
-                role, f"a chunk of {len(chunk.records)} records starting at {first}", exc
-            )
-        # Find the record by running the mapper again, one record at a time.
-        for i, rec in enumerate(chunk.records):
-            try:
-                for pair in fns.mapper(rec):
-                    _k, _v = pair
-            except Exception as again:
-                where = f"{locate(reader.store, split, chunk, i)}, record {rec!r:.200}"
-                return UserCodeFailure("mapper", where, again)
+            where = f"a chunk of {len(chunk.records)} records starting at {first}"
+            return UserCodeFailure(role, where, exc, raised=raised)
         where = f"a record in the chunk starting at {locate(reader.store, split, chunk, 0)}"
-        return UserCodeFailure("mapper", where, exc)
+        return UserCodeFailure("mapper", where, exc, raised=raised)
+
+    def _locate_in_split(self, exc: Exception, split: Split) -> UserCodeFailure:
+        """The record that produced what ``exc`` refuses, found by reading the split again
+        and running the mapper record by record: a bad pair or a NaN key is only seen
+        when the task's buffer is sorted, long after the record. A rare path, taken only
+        by a task that fails anyway."""
+        plan = self.plan
+        store = store_for(split.url, self.options)
+        reader = SplitReader(store, split, plan.chunk_bytes, plan.skip_bad_records)
+        try:
+            found = self._find_bad_record(reader.chunks(), split, reader, fold_values=False)
+        except Exception:
+            found = None  # the input cannot be read again: report what was found
+        if found is not None:
+            return found
+        fns = self.fns
+        role = "mapper_batch" if fns.mapper_batch is not None else "mapper"
+        python_combiner = fns.combiner is not None and not isinstance(fns.combiner, Aggregate)
+        if python_combiner and not isinstance(exc, NotAPairError):
+            role = "combiner"  # the mapper's keys were fine: the combiner's are not
+        exc.role = role  # type: ignore[union-attr]
+        return UserCodeFailure(role, f"map task on {split.describe()}", exc, raised=False)
+
+    def _find_bad_record(
+        self, chunks: Iterable[Any], split: Split, reader: SplitReader, fold_values: bool
+    ) -> UserCodeFailure | None:
+        """The first record whose mapper raises or yields something the step refuses.
+
+        ``fold_values``: also fold the pairs into a built-in combiner's accumulators, so
+        that a value it cannot fold (SUM of a str) is pinned to its record.
+        """
+        fns = self.fns
+        grouped = self.reducers > 0  # a map-only step neither sorts nor groups its keys
+        combiner = fns.map_side_combiner() if grouped else None
+        hashed = combiner is not None
+        agg = combiner if isinstance(combiner, Aggregate) and fold_values else None
+        scratch: dict[Any, Any] = {}
+        for chunk in chunks:
+            if fns.mapper_batch is not None:
+                first = locate(reader.store, split, chunk, 0) if chunk.records else split.url
+                where = f"a chunk of {len(chunk.records)} records starting at {first}"
+                try:
+                    out = fns.mapper_batch(chunk.records)
+                    items = list(out.items()) if isinstance(out, Mapping) else list(out or ())
+                except USER_ERRORS as exc:
+                    return UserCodeFailure("mapper_batch", where, exc)
+                problem = _first_problem(items, "mapper_batch", grouped, hashed)
+                if problem is not None:
+                    return UserCodeFailure("mapper_batch", where, problem, raised=False)
+                continue
+            for i, rec in enumerate(chunk.records):
+                role = "mapper"
+                if fns.mapper is None:  # a later step: the records are the pairs
+                    items, role = [rec], "previous step"
+                else:
+                    try:
+                        items = list(fns.mapper(rec))
+                    except USER_ERRORS as exc:
+                        where = f"{locate(reader.store, split, chunk, i)}, record {rec!r:.200}"
+                        return UserCodeFailure("mapper", where, exc)
+                problem = _first_problem(items, role, grouped, hashed)
+                if problem is not None:
+                    where = f"{locate(reader.store, split, chunk, i)}, record {rec!r:.200}"
+                    return UserCodeFailure(role, where, problem, raised=False)
+                if agg is not None:
+                    try:
+                        fold_into(scratch, items, agg.name)
+                    except Exception as exc:
+                        where = f"{locate(reader.store, split, chunk, i)}, record {rec!r:.200}"
+                        return UserCodeFailure(f"{agg!r} on the mapper's values", where, exc)
+        return None
 
     def _run_shuffle(self, reader: SplitReader, split: Split) -> TaskResult:
         plan = self.plan
@@ -322,13 +465,16 @@ class _MapTask(_TaskBase):
             memory_budget=plan.memory // 2,
             spill_dir=self.spill_dir,
         )
-        for chunk in self._records(reader):
-            self._map_chunk(chunk, split, reader, collector)
-            collector.maybe_spill()
-        url = plan.shuffle_url(self.step, self.index, self.attempt)
-        with store_for(url, self.options).open_write(url) as out:
-            index = collector.write(out)
-            size = out.tell()
+        try:
+            for chunk in self._records(reader):
+                self._map_chunk(chunk, split, reader, collector)
+                collector.maybe_spill()
+            url = plan.shuffle_url(self.step, self.index, self.attempt)
+            with store_for(url, self.options).open_write(url) as out:
+                index = collector.write(out)
+                size = out.tell()
+        finally:
+            collector.close()  # on every way out: a failed attempt's spills fill the disk
         if collector.output_records_counted:
             self.counters["map_output_records"] = collector.output_records
         self.counters["map_spilled_records"] = collector.spilled_records
@@ -337,6 +483,8 @@ class _MapTask(_TaskBase):
         return TaskResult(self.step, MAP, self.index, self.attempt, url, size, index, {}, 0.0)
 
     def _run_map_only(self, reader: SplitReader, split: Split) -> TaskResult:
+        # NaN keys pass through here: a map-only step neither sorts nor groups its keys, so
+        # a NaN harms no other key (a later step that groups them refuses it there).
         url, final = self.final_output()
         sink = _PairSink(self.plan.output_format if final else INTERNAL)
         with store_for(url, self.options).open_write(url) as out:
@@ -353,7 +501,11 @@ class _MapTask(_TaskBase):
 
 
 class _PairSink:
-    """Where map-only and reduce output goes: user format or kubemr's block format."""
+    """Where map-only and reduce output goes: user format or kubemr's block format.
+
+    What the map-only mapper feeds is checked to be pairs when flushed, unless the
+    mapper can only yield pairs; the reduce task checks what it appends itself.
+    """
 
     def __init__(self, fmt: str) -> None:
         self.fmt = fmt
@@ -361,16 +513,27 @@ class _PairSink:
         self.pending: list[tuple[Any, Any]] = []
         self.records = 0
         self.out: Any = None
+        self.unchecked = False  # pending holds items not yet checked to be pairs
+        self._mapper: Any = None
+        self._trusted = False
 
     def feed_records(self, records: list[Any], mapper: Callable[[Any], Any]) -> None:
+        if mapper is not self._mapper:
+            self._mapper = mapper
+            self._trusted = yields_only_pairs(mapper)
+        self.unchecked |= not self._trusted
         extend = self.pending.extend
         for rec in records:
             extend(mapper(rec))
 
-    def feed_output(self, out: Any) -> None:
+    def feed_output(self, out: Any, trusted: bool = False) -> None:
         if out is None:
             return
-        self.pending.extend(out.items() if hasattr(out, "items") else out)
+        if hasattr(out, "items"):
+            trusted = trusted or isinstance(out, Mapping)
+            out = out.items()
+        self.unchecked |= not trusted
+        self.pending.extend(out)
 
     def flush_if_full(self) -> None:
         if len(self.pending) >= OUTPUT_BATCH:
@@ -380,6 +543,9 @@ class _PairSink:
         pairs = self.pending
         if not pairs:
             return
+        if self.unchecked:
+            check_pairs(pairs)  # a str "ab" would be written as the pair ("a", "b")
+            self.unchecked = False
         self.pending = []
         try:
             if self.encode is None:
@@ -429,7 +595,7 @@ class _ReduceTask(_TaskBase):
         classes = [o["partition_index"]["key_classes"][r] for o in outputs]
         cls = merge_key_classes(classes)
         raw_total = sum(s[3] for s in segments)
-        _call_user("setup", lambda: f"reduce task {r}", self.job.setup)
+        _call_hook("setup", lambda: f"reduce task {r}", self.job.setup)
         url, final = self.final_output()
         sink = _PairSink(plan.output_format if final else INTERNAL)
         # Python objects take several times their pickled size in memory.
@@ -442,7 +608,7 @@ class _ReduceTask(_TaskBase):
                 self._reduce_external(segments, cls, sink)
             sink.flush()
             size = out.tell()
-        _call_user("teardown", lambda: f"reduce task {r}", self.job.teardown)
+        _call_hook("teardown", lambda: f"reduce task {r}", self.job.teardown)
         self.counters["reduce_output_records"] = sink.records
         if final:
             self.counters["output_records"] = sink.records
@@ -483,12 +649,16 @@ class _ReduceTask(_TaskBase):
             acc: dict[Any, Any] = {}
             for data in self._fetch_all(segments):
                 for keys, values, _ in iter_blocks(io.BytesIO(data)):
-                    records += fold_into(acc, zip(keys, values), agg)
+                    records += self._fold(acc, keys, values, agg)
             self.counters["reduce_input_records"] = records
             self.counters["reduce_input_groups"] = len(acc)
             keys_sorted = sorted(acc, key=order_key) if cls == KEY_CLASS_MIXED else sorted(acc)
             for i in range(0, len(keys_sorted), OUTPUT_BATCH):
-                sink.pending.extend((k, acc[k]) for k in keys_sorted[i : i + OUTPUT_BATCH])
+                batch = keys_sorted[i : i + OUTPUT_BATCH]
+                if cls == KEY_CLASS_MIXED:  # keys that held lists go out as they came in
+                    sink.pending.extend((given_key(k), acc[k]) for k in batch)
+                else:
+                    sink.pending.extend((k, acc[k]) for k in batch)
                 sink.flush()
             return
         pairs: list[tuple[Any, Any]] = []
@@ -522,9 +692,15 @@ class _ReduceTask(_TaskBase):
                     agg_name = _reduce_aggregate(reducer, self.fns.map_side_combiner())
                     groups = 0
                     for key, values in group_sorted(counted, cls):
+                        # One group at a time, under one stand-in key: the key itself
+                        # may be a list, which no dict can hold.
                         acc: dict[Any, Any] = {}
-                        fold_into(acc, ((key, v) for v in values), agg_name)
-                        sink.pending.append((key, next(iter(acc.values()))))
+                        try:
+                            fold_into(acc, ((None, v) for v in values), agg_name)
+                        except Exception as exc:
+                            where = f"reduce task {self.index}, key {key!r:.200}"
+                            raise UserCodeFailure(f"reducer {reducer!r}", where, exc) from exc
+                        sink.pending.append((key, acc[None]))
                         groups += 1
                         sink.flush_if_full()
                     self.counters["reduce_input_groups"] = groups
@@ -546,7 +722,7 @@ class _ReduceTask(_TaskBase):
             return
         if reducer is None:  # identity with sorted values
             for key, values in group_sorted(pairs, cls):
-                vals = sorted_values(values) if sort_values else values
+                vals = self._sorted_values(key, values) if sort_values else values
                 pending.extend((key, v) for v in vals)
                 groups += 1
                 if len(pending) >= OUTPUT_BATCH:
@@ -554,19 +730,53 @@ class _ReduceTask(_TaskBase):
                     pending = sink.pending
             self.counters["reduce_input_groups"] = groups
             return
+        trusted = yields_only_pairs(reducer)
         for key, values in group_sorted(pairs, cls):
-            vals = sorted_values(values) if sort_values else values
+            vals = self._sorted_values(key, values) if sort_values else values
+            start = len(pending)
             try:
                 pending.extend(reducer(key, vals))
-            except Exception as exc:
+            except USER_ERRORS as exc:
                 raise UserCodeFailure(
                     "reducer", f"reduce task {self.index}, key {key!r:.200}", exc
                 ) from exc
+            if not trusted:
+                for i in range(start, len(pending)):
+                    if not is_pair(pending[i]):
+                        raise UserCodeFailure(
+                            "reducer",
+                            f"reduce task {self.index}, key {key!r:.200}",
+                            NotAPairError(pending[i], "reducer"),
+                            raised=False,
+                        )
             groups += 1
             if len(pending) >= OUTPUT_BATCH:
                 sink.flush()
                 pending = sink.pending
         self.counters["reduce_input_groups"] = groups
+
+    def _sorted_values(self, key: Any, values: Iterable[Any]) -> list[Any]:
+        try:
+            return sorted_values(values)
+        except NaNValuesError as exc:
+            where = f"reduce task {self.index}, key {key!r:.200}"
+            raise UserCodeFailure("SORT_VALUES", where, exc, raised=False) from None
+
+    def _fold(self, acc: dict[Any, Any], keys: list[Any], values: list[Any], agg: str) -> int:
+        """Fold a block into a built-in reducer's accumulators, or fail naming the key whose
+        values it cannot fold (MIN over ints from one map task and strs from another)."""
+        try:
+            return fold_into(acc, zip(keys, values), agg)
+        except Exception as exc:
+            where = f"reduce task {self.index}"
+            for k, v in zip(keys, values):
+                try:
+                    tk = table_key(k)
+                    fold_into({tk: acc[tk]} if tk in acc else {}, [(tk, v)], agg)
+                except Exception:
+                    where += f", key {k!r:.200}"
+                    break
+            raise UserCodeFailure(f"reducer {self.fns.reducer!r}", where, exc) from exc
 
 
 def _pass_through(pairs: Iterable[tuple[Any, Any]], cls: str, sink: _PairSink) -> int:
