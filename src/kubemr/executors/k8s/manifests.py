@@ -14,6 +14,7 @@ from typing import Any
 
 from kubemr.coordinator import Stage, StageKind
 from kubemr.spec import MapReduceJobSpec
+from kubemr.termination import EXIT_BAD_INPUT, EXIT_VERSION_SKEW
 
 GROUP = "kubemr.dev"
 VERSION = "v1alpha1"
@@ -28,9 +29,6 @@ KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 SPEC_ENV = "KUBEMR_SPEC"
 """The plan pod reads the resource's spec from this variable (it has no API access)."""
 
-# The worker's exit codes a podFailurePolicy tells apart (kubemr.cli.worker defines them).
-EXIT_BAD_INPUT = 3
-EXIT_VERSION_SKEW = 4
 CONTAINER = "worker"
 
 
