@@ -34,6 +34,11 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+class VersionSkew(KubemrError):
+    """The job's code or plan was made by another Python, cloudpickle or kubemr version
+    than the worker's: refused before anything is unpickled."""
+
+
 class BadRecordError(KubemrError):
     """A malformed input record; deterministic, so retrying the task cannot help."""
 

@@ -12,7 +12,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from kubemr.formats import INTERNAL, Split
+from kubemr.errors import VersionSkew
+from kubemr.formats import DEFAULT_CHUNK_BYTES, INTERNAL, Split
 from kubemr.storage import ObjectInfo, join
 
 MIN_AUTO_SPLIT = 4 << 20
@@ -77,6 +78,10 @@ class StepPlan:
     maps: int | None = None  # known once the step's splits are written
 
 
+PLAN_FORMAT = 1
+"""The version of ``plan.json``; a worker refuses a plan of a format it does not know."""
+
+
 @dataclass
 class Plan:
     """What every task of a job needs to know, stored at ``<work>/plan.json``."""
@@ -89,12 +94,13 @@ class Plan:
     output_format: str
     steps: list[StepPlan]
     memory: int
-    chunk_bytes: int
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
     skip_bad_records: int = 0
     s3_endpoint: str | None = None
     created: str = ""
     params: dict[str, str] = field(default_factory=dict)  # the job's --param values
     extra: dict[str, Any] = field(default_factory=dict)
+    format: int = PLAN_FORMAT
 
     # -- where things live under the work dir ------------------------------------------
     def url(self, *parts: str) -> str:
@@ -143,9 +149,33 @@ class Plan:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Plan:
+        """The plan; a :class:`~kubemr.errors.VersionSkew` when it was written by a kubemr
+        whose plan format this one does not know (never a retryable TypeError)."""
         data = json.loads(text)
+        version = data.get("format", 0)
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if version > PLAN_FORMAT or unknown:
+            what = f"format {version}" if version > PLAN_FORMAT else f"fields {unknown}"
+            raise VersionSkew(
+                f"the job's plan.json has {what}, which this kubemr (plan format "
+                f"{PLAN_FORMAT}) does not know: run the job with the kubemr that planned it"
+            )
         data["steps"] = [StepPlan(**s) for s in data["steps"]]
         return cls(**data)
+
+    def map_count(self, step: int) -> int:
+        """Map tasks of a step: the splits of the first, one per output of the wave
+        before for a later one."""
+        from kubemr.coordinator import StepShape, step_map_counts
+
+        shapes = [StepShape(s.maps or 0, s.reducers) for s in self.steps]
+        return step_map_counts(shapes)[step]
+
+    def job_meta_url(self) -> str:
+        return self.url("job.meta.json")
+
+    def log_url(self, stage: str, index: int, attempt: str) -> str:
+        return self.url(f"logs/{stage}/{index:05d}/{attempt}.log")
 
 
 def task_name(step: int, steps: int, wave: str, index: int) -> str:

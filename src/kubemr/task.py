@@ -9,23 +9,23 @@ attempts, so a retried or duplicated attempt is never counted twice.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import io
 import itertools
 import json
 import os
 import pickle
+import socket
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
-import cloudpickle
-
-from kubemr.errors import BadRecordError, CarriesFailure, TaskFailure
+from kubemr import commit
+from kubemr.errors import BadRecordError, CarriesFailure, Interrupted, TaskFailure
 from kubemr.formats import (
     INTERNAL,
     Split,
@@ -45,12 +45,13 @@ from kubemr.keys import (
     order_key,
 )
 from kubemr.plan import Plan, task_name
+from kubemr.planning import step_boundaries
+from kubemr.results import MAP, REDUCE, TaskResult
 from kubemr.shuffle import (
     USER_ERRORS,
     MapCollector,
     NaNValuesError,
     NotAPairError,
-    PartitionIndex,
     UnhashableKeyError,
     UserCodeFailure,
     check_pairs,
@@ -65,60 +66,17 @@ from kubemr.shuffle import (
     table_key,
     yields_only_pairs,
 )
-from kubemr.storage import StorageOptions, read_bytes, store_for, write_bytes
+from kubemr.storage import StorageOptions, all_stats, read_bytes, store_for, write_bytes
+from kubemr.versions import load_job_code
 
 ProgressFn = Callable[[int, int], None]  # (bytes, records) since the last call
 
-MAP = "map"
-REDUCE = "reduce"
 OUTPUT_BATCH = 16384
 _first = itemgetter(0)
 
 
 class TaskError(CarriesFailure):
     """A task attempt failed; carries the :class:`TaskFailure` to report."""
-
-
-@dataclass
-class TaskResult:
-    """What a committed attempt reports (also stored as its commit marker)."""
-
-    step: int
-    wave: str
-    index: int
-    attempt: str
-    output_url: str
-    output_bytes: int
-    partition_index: PartitionIndex | None
-    counters: dict[str, dict[str, int]]
-    seconds: float
-    storage: dict[str, Any] = field(default_factory=dict)
-    # Up to 5 input records a map task skipped (--skip-bad-records), as "file:line: why".
-    bad_records: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "wave": self.wave,
-            "index": self.index,
-            "attempt": self.attempt,
-            "output_url": self.output_url,
-            "output_bytes": self.output_bytes,
-            "partition_index": self.partition_index.to_json() if self.partition_index else None,
-            "counters": self.counters,
-            "seconds": self.seconds,
-            "storage": self.storage,
-            "bad_records": self.bad_records,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TaskResult:
-        """The result from its marker; markers written before a field existed lack it."""
-        data = dict(data)
-        if data.get("partition_index") is not None:
-            data["partition_index"] = PartitionIndex.from_json(data["partition_index"])
-        data.setdefault("bad_records", [])
-        return cls(**data)
 
 
 # --------------------------------------------------------------------------- loading
@@ -133,7 +91,7 @@ def load_job(plan_url: str, options: StorageOptions | None = None) -> tuple[Plan
         return cached
     plan = Plan.from_json(read_bytes(plan_url, options))
     opts = StorageOptions(s3_endpoint=plan.s3_endpoint) if options is None else options
-    job_cls = cloudpickle.loads(read_bytes(plan.job_code_url(), opts))
+    job_cls = load_job_code(plan, opts)
     _loaded[plan_url] = (plan, job_cls)
     return plan, job_cls
 
@@ -158,8 +116,14 @@ def run_task(
     progress: ProgressFn | None = None,
     spill_dir: str | None = None,
 ) -> TaskResult:
-    """Run one attempt; commit it and return its result, or raise :class:`TaskError`."""
+    """Run one attempt; commit it and return its result, or raise :class:`TaskError`.
+
+    :class:`~kubemr.errors.Interrupted` (SIGTERM to a pod) is recorded as a failed
+    attempt and raised again, so the process exits as terminated, not as failed.
+    """
     started = time.monotonic()
+    started_wall = time.time()
+    stats_before = all_stats()
     options: StorageOptions | None = None
     plan: Plan | None = None
     name = f"{wave} {index}"
@@ -174,8 +138,21 @@ def run_task(
         task = runner(plan, options, job, step_fns, step, index, attempt, progress, spill_dir)
         result = task.run()
         result.seconds = time.monotonic() - started
+        result.started = started_wall
+        result.finished = time.time()
+        result.worker = worker_name()
+        result.storage = stats_delta(stats_before, all_stats())
         write_json(plan.marker_url(step, wave, index, attempt), result.to_json(), options)
         return result
+    except Interrupted as exc:
+        if plan is not None and options is not None:
+            failure = TaskFailure(
+                name, attempt, "infrastructure", f"stopped by signal {exc.signum}"
+            )
+            with contextlib.suppress(Exception):
+                url = plan.marker_url(step, wave, index, attempt, failed=True)
+                write_json(url, failure.to_json(), options)
+        raise
     except (Exception, SystemExit, KeyboardInterrupt) as exc:
         # SystemExit and KeyboardInterrupt too: an attempt ends in a failure marker and a
         # TaskError, never in a process exit that a pod or the runner could read as success.
@@ -187,6 +164,29 @@ def run_task(
             except Exception:
                 pass  # the failure itself is what matters; the marker is best effort
         raise TaskError(failure) from None
+
+
+def worker_name() -> str:
+    """Who ran an attempt: the pod (with its node) or this host's process."""
+    pod = os.environ.get("KUBEMR_POD_NAME")
+    if pod:
+        node = os.environ.get("KUBEMR_NODE_NAME")
+        return f"{pod}@{node}" if node else pod
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def stats_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Storage requests and bytes of one attempt: the process's counters grow over every
+    task a worker runs, so an attempt reports the difference."""
+    requests = {
+        kind: n - before.get("requests", {}).get(kind, 0)
+        for kind, n in after.get("requests", {}).items()
+    }
+    return {
+        "requests": requests,
+        "bytes_read": after.get("bytes_read", 0) - before.get("bytes_read", 0),
+        "bytes_written": after.get("bytes_written", 0) - before.get("bytes_written", 0),
+    }
 
 
 def _failure(name: str, attempt: str, exc: BaseException) -> TaskFailure:
@@ -310,8 +310,14 @@ class _TaskBase:
 class _MapTask(_TaskBase):
     def run(self) -> TaskResult:
         plan = self.plan
-        splits = read_json(plan.splits_url(self.step), self.options)
-        split = Split.from_json(splits[self.index])
+        if self.step == 0:
+            splits = read_json(plan.splits_url(self.step), self.options)
+            split = Split.from_json(splits[self.index])
+        else:
+            # A later step reads the chosen output of its task in the wave before.
+            before = commit.previous_output(plan, self.step, self.index, self.options)
+            size = before.output_bytes
+            split = Split(before.output_url, 0, size, size, INTERNAL)
         store = store_for(split.url, self.options)
         reader = SplitReader(store, split, plan.chunk_bytes, plan.skip_bad_records)
         _call_hook("setup", lambda: f"map task on {split.describe()}", self.job.setup)
@@ -456,7 +462,7 @@ class _MapTask(_TaskBase):
         plan = self.plan
         partitioner = self.fns.partitioner
         if plan.steps[self.step].total_order:
-            boundaries = pickle.loads(read_bytes(plan.boundaries_url(self.step), self.options))
+            boundaries = step_boundaries(plan, self.step, self.fns, self.options)
             partitioner = RangePartitioner(boundaries)
         collector = MapCollector(
             num_partitions=self.reducers,
@@ -584,7 +590,7 @@ def _first_unencodable(pairs: list[Any], encode: Any) -> Any:
 class _ReduceTask(_TaskBase):
     def run(self) -> TaskResult:
         plan = self.plan
-        outputs = read_json(plan.map_outputs_url(self.step), self.options)
+        outputs = commit.map_outputs(plan, self.step, self.options)
         r = self.index
         segments = []
         for out in outputs:

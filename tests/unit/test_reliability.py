@@ -282,23 +282,24 @@ def test_sigterm_and_sighup_stop_everything_and_clean_up(tmp_path, sig, code) ->
 
 def test_preflight_takes_a_bounded_sample_of_mapper_output(tmp_path) -> None:
     (tmp_path / "in.txt").write_text("endless\nok\n")
-    # The endless record would hang the preflight if it materialised all output; the
-    # task then fails on its own memory budget... so only the preflight is run here.
-    from kubemr.plan import Plan, StepPlan
-    from kubemr.progress import Reporter
-    from kubemr.runner import _LocalJob
+    # The endless record would hang a preflight that materialised all mapper output;
+    # only the preflight is run here (the task itself would run without end).
+    from kubemr.planning import Planner, new_plan, preflight, resolve_inputs
     from kubemr.spec import LocalOptions
+    from kubemr.storage import StorageOptions
 
-    config = LocalOptions(inputs=[str(tmp_path / "in.txt")], output=str(tmp_path / "o"))
-    local = _LocalJob(reliability_jobs.EndlessMapper, config, Reporter())
-    local.plan = Plan(
-        "j", "J", str(tmp_path / "w"), str(tmp_path / "o"), "text", "jsonl", [StepPlan(0, 1)], 1, 1
+    options = LocalOptions(inputs=[str(tmp_path / "in.txt")], output=str(tmp_path / "o"))
+    inputs = resolve_inputs(options.inputs, StorageOptions(), print)
+    job_cls = reliability_jobs.EndlessMapper
+    plan = new_plan(
+        job_cls, options, job_id="j", work_url=str(tmp_path / "w"), inputs=inputs, parallelism=1
     )
-    job = reliability_jobs.EndlessMapper()
-    files = local._resolve_inputs()
-    splits = local._first_splits(files, "text")
+    splits = Planner(
+        job_cls, plan, inputs, StorageOptions(), split_size=None, parallelism=1
+    ).first_splits()
+    job = job_cls()
     started = time.monotonic()
-    local._preflight(job, job_steps(job), splits)
+    preflight(plan, job, job_steps(job), splits, StorageOptions())
     assert time.monotonic() - started < 30
 
 

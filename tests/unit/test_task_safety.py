@@ -20,6 +20,7 @@ import kubemr
 from kubemr.errors import JobFailed
 from kubemr.job import COUNT, MAX, MIN, SUM
 from kubemr.keys import NaNKeyError, hash_partition, order_key, stable_hash
+from kubemr.results import TaskResult
 from kubemr.shuffle import (
     MapCollector,
     NotAPairError,
@@ -30,7 +31,6 @@ from kubemr.shuffle import (
     sorted_values,
     yields_only_pairs,
 )
-from kubemr.task import TaskResult
 
 from . import jobs
 

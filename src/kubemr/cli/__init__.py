@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from kubemr.cli import controller as controller_cmd
 from kubemr.cli import crd as crd_cmd
 from kubemr.cli import run as run_cmd
 from kubemr.cli import worker as worker_cmd
@@ -18,6 +19,7 @@ app = typer.Typer(
 app.command("run")(run_cmd.run)
 app.command("worker")(worker_cmd.worker)
 app.command("crd")(crd_cmd.crd)
+app.command("controller")(controller_cmd.controller)
 
 
 def main() -> None:

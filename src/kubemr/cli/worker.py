@@ -10,7 +10,8 @@ from typing import Annotated
 
 import typer
 
-from kubemr.task import MAP, REDUCE, TaskError, run_task
+from kubemr.results import MAP, REDUCE
+from kubemr.task import TaskError, run_task
 
 # Exit codes a pod's podFailurePolicy can tell apart.
 EXIT_OK = 0

@@ -1,0 +1,283 @@
+"""The kubemr controller process: informers, the reconcile loop, leader election.
+
+Three informers fill the caches: MapReduceJobs, and the Jobs and pods carrying the
+``kubemr.dev/job`` label (the resource's name), indexed by the resource's key. A change to
+any of them queues that key; :meth:`JobController.reconcile` reads the caches, asks the
+pure :func:`kubemr.controller.reconcile.reconcile` what to do, and does it through
+:class:`kubemr.executors.k8s.api.ControllerApi`, the one place that writes to the API.
+
+The controller never reads the job's storage and never unpickles anything: what it learns
+of a stage comes from Job status and pod termination messages.
+
+Example:
+    sys.exit(run(Options(namespace="team-a", leader_elect=False)))
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kubernetes import client, config
+
+from kubemr.controller.health import Metrics
+from kubemr.controller.informer import JOBS, PODS, Informer, KubeApi, Obj, Resource, split_key
+from kubemr.controller.lease import LeaderElector, default_identity
+from kubemr.controller.logs import LogFormat, setup_logging
+from kubemr.controller.reconcile import (
+    SCALED_AT,
+    SUSPENDED,
+    CreateJob,
+    DeleteResource,
+    Event,
+    Outcome,
+    ScaleJob,
+    SuspendJob,
+    event_name,
+    reconcile,
+)
+from kubemr.controller.runtime import (
+    Controller,
+    ReconcileResult,
+    count_api_requests,
+    label_keys,
+    own_key,
+)
+from kubemr.executors.k8s.api import (
+    LEASE_RIGHTS,
+    ClientTransport,
+    Conflict,
+    ControllerApi,
+    KubeError,
+    PermissionDenied,
+)
+from kubemr.executors.k8s.manifests import GROUP, KIND, LABEL_JOB, PLURAL, VERSION
+
+log = logging.getLogger("kubemr.controller")
+
+MAP_REDUCE_JOBS = Resource(GROUP, VERSION, PLURAL, KIND)
+OWNER_INDEX = "owner"
+LEASE_NAME = "kubemr-controller"
+EXIT_CONFIG = 1
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+@dataclass(frozen=True)
+class Options:
+    """What ``kubemr controller`` takes (see :mod:`kubemr.cli.controller`)."""
+
+    kubeconfig: str | None = None
+    context: str | None = None
+    namespace: str | None = None  # None: every namespace
+    leader_elect: bool = True
+    lease_namespace: str = "kubemr-system"
+    lease_name: str = LEASE_NAME
+    health_address: tuple[str, int] | None = ("127.0.0.1", 8081)
+    log_format: LogFormat = "json"
+    log_level: str = "INFO"
+    workers: int = 2
+
+
+def load_api_client(kubeconfig: str | None, context: str | None) -> client.ApiClient:
+    """The in-cluster configuration when running in a pod without a kubeconfig, else the
+    kubeconfig (``$KUBECONFIG`` or ``~/.kube/config`` when None)."""
+    in_pod = "KUBERNETES_SERVICE_HOST" in os.environ and os.path.exists(SERVICE_ACCOUNT_TOKEN)
+    if kubeconfig is None and context is None and in_pod:
+        configuration = client.Configuration()
+        config.load_incluster_config(client_configuration=configuration)
+        return client.ApiClient(configuration)
+    return config.new_client_from_config(config_file=kubeconfig, context=context)
+
+
+class JobController:
+    """Reconciles one MapReduceJob key from the informers' caches."""
+
+    def __init__(
+        self,
+        api: ControllerApi,
+        resources: Informer,
+        jobs: Informer,
+        pods: Informer,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.api = api
+        self.resources = resources
+        self.jobs = jobs
+        self.pods = pods
+        self.clock = clock
+        self.metrics = metrics
+        # When this process last scaled a Job, until the cache shows the annotation.
+        self._scaled: dict[tuple[str, str], datetime] = {}
+        self._lock = threading.Lock()
+
+    def reconcile(self, key: str) -> ReconcileResult | None:
+        resource = self.resources.get(key)
+        if resource is None:
+            return None  # deleted: the garbage collector removes its Jobs and pods
+        namespace, _ = split_key(key)
+        now = self.clock()
+        outcome = reconcile(
+            resource,
+            self.jobs.by_index(OWNER_INDEX, key),
+            self.pods.by_index(OWNER_INDEX, key),
+            now,
+            self._last_scaled(namespace or "", now),
+        )
+        return self.apply(resource, outcome, now)
+
+    def apply(self, resource: Obj, outcome: Outcome, now: datetime) -> ReconcileResult:
+        """Do what ``outcome`` says: Job changes, then the status, then the Events (only
+        once the status that explains them is written), then the resource's deletion."""
+        meta = resource["metadata"]
+        namespace = meta["namespace"]
+        for action in outcome.job_actions:
+            if isinstance(action, CreateJob):
+                self.api.apply_job(action.manifest)
+                log.info("created job", extra={"k8s_job": action.name})
+                self._count("jobs_created_total")
+            elif isinstance(action, ScaleJob):
+                self.api.patch_job(
+                    namespace,
+                    action.name,
+                    parallelism=action.parallelism,
+                    annotations={SCALED_AT: action.scaled_at},
+                )
+                with self._lock:
+                    self._scaled[(namespace, action.name)] = now
+                log.info(
+                    "scaled job",
+                    extra={"k8s_job": action.name, "parallelism": action.parallelism},
+                )
+            elif isinstance(action, SuspendJob):
+                self.api.patch_job(
+                    namespace,
+                    action.name,
+                    suspend=action.suspend,
+                    annotations={SUSPENDED: "true" if action.suspend else None},
+                )
+                log.info(
+                    "suspended job" if action.suspend else "resumed job",
+                    extra={"k8s_job": action.name},
+                )
+        if outcome.status is not None and outcome.status != resource.get("status"):
+            try:
+                self.api.patch_status(resource, outcome.status)
+            except Conflict:
+                # The cache is behind the resource: look again once it has caught up.
+                return ReconcileResult(requeue_after=0.5)
+            phase = outcome.status.get("phase")
+            if phase != (resource.get("status") or {}).get("phase"):
+                log.info("phase", extra={"phase": phase})
+        for action in outcome.actions:
+            if isinstance(action, Event):
+                self.api.create_event(
+                    resource,
+                    event_name(resource, action),
+                    action.type,
+                    action.reason,
+                    action.message,
+                    now,
+                )
+            elif isinstance(action, DeleteResource):
+                self.api.delete_resource(resource)
+                log.info("deleted the resource", extra={"reason": action.reason})
+        return ReconcileResult(requeue_after=outcome.requeue_after)
+
+    def _last_scaled(self, namespace: str, now: datetime) -> dict[str, datetime]:
+        horizon = now - timedelta(minutes=5)
+        with self._lock:
+            for k in [k for k, t in self._scaled.items() if t < horizon]:
+                del self._scaled[k]
+            return {name: t for (ns, name), t in self._scaled.items() if ns == namespace}
+
+    def _count(self, name: str) -> None:
+        if self.metrics is not None:
+            self.metrics.inc(name)
+
+
+def build(options: Options, api_client: Any | None = None) -> Controller:
+    """The controller with its informers, ready to :meth:`~Controller.run`."""
+    api_client = api_client or load_api_client(options.kubeconfig, options.context)
+    metrics = Metrics()
+    metrics.describe("jobs_created_total", "Stage Jobs created.")
+    count_api_requests(api_client, metrics)
+    raw = KubeApi(api_client)
+    identity = default_identity()
+    api = ControllerApi(ClientTransport(api_client), instance=identity)
+    preflight(api, options)
+
+    ns = options.namespace
+    resources = Informer(raw, MAP_REDUCE_JOBS, namespace=ns)
+    selector = LABEL_JOB  # the label exists: a Job or pod of some MapReduceJob
+    jobs = Informer(raw, JOBS, namespace=ns, label_selector=selector)
+    pods = Informer(raw, PODS, namespace=ns, label_selector=selector)
+    owner = label_keys(LABEL_JOB)
+    jobs.add_index(OWNER_INDEX, owner)
+    pods.add_index(OWNER_INDEX, owner)
+    reconciler = JobController(api, resources, jobs, pods, metrics=metrics)
+
+    elector = None
+    if options.leader_elect:
+        elector = LeaderElector(raw, options.lease_name, options.lease_namespace, identity=identity)
+    controller = Controller(
+        reconciler.reconcile,
+        workers=options.workers,
+        elector=elector,
+        metrics=metrics,
+        health_address=options.health_address,
+    )
+    controller.watch(resources, own_key)
+    controller.watch(jobs, owner)
+    controller.watch(pods, owner)
+    return controller
+
+
+def preflight(api: ControllerApi, options: Options) -> None:
+    """Fail at start, with a message saying what to do, when the CRD is missing or the
+    controller may not list its resources; warn about any other right it lacks."""
+    api.check_crd(options.namespace)
+    try:
+        missing = api.missing_rights(options.namespace)
+        if options.leader_elect:
+            missing += api.missing_rights(options.lease_namespace, LEASE_RIGHTS)
+    except KubeError as exc:  # the review API itself refused: go on, errors will tell
+        log.warning("could not check the controller's rights", extra={"error": str(exc)})
+        return
+    if missing:
+        where = f"namespace {options.namespace}" if options.namespace else "all namespaces"
+        log.error(
+            "the controller lacks rights it needs; apply manifests/rbac.yaml",
+            extra={"missing": [str(r) for r in missing], "scope": where},
+        )
+
+
+def run(options: Options) -> int:
+    """Run the controller until a signal (exit 0) or the loss of its lease (exit 75)."""
+    setup_logging(options.log_level, options.log_format)
+    try:
+        controller = build(options)
+    except PermissionDenied as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_CONFIG
+    except KubeError as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_CONFIG
+    except config.ConfigException as exc:
+        log.error("cannot load the Kubernetes configuration: %s", exc)
+        return EXIT_CONFIG
+    log.info(
+        "starting",
+        extra={
+            "namespace": options.namespace or "(all)",
+            "leader_elect": options.leader_elect,
+            "workers": options.workers,
+        },
+    )
+    return controller.run()
