@@ -67,13 +67,13 @@ class TaskFailure:
 
     task: str
     attempt: str
-    kind: str  # "user-code", "bad-record" or "infrastructure"
+    kind: str  # "user-code", "bad-record", "version-skew" or "infrastructure"
     message: str
     traceback: str = ""
 
     @property
     def retryable(self) -> bool:
-        return self.kind != "bad-record"
+        return self.kind not in ("bad-record", "version-skew")
 
     def describe(self) -> str:
         text = f"task {self.task} (attempt {self.attempt}) failed: {self.message}"

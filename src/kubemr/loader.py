@@ -28,7 +28,7 @@ def load_job_class(ref: str) -> type[MapReduce]:
                 f"cannot import job module {path!r}: {exc}. Name a job file (wc.py) "
                 "or an importable module (package.module:Class)"
             ) from exc
-    return _pick_class(module, path, class_name)
+    return pick_job_class(module, path, class_name)
 
 
 def _import_file(path: str) -> ModuleType:
@@ -74,7 +74,7 @@ def _import_file(path: str) -> ModuleType:
     return module
 
 
-def _pick_class(module: ModuleType, where: str, class_name: str) -> type[MapReduce]:
+def pick_job_class(module: ModuleType, where: str, class_name: str) -> type[MapReduce]:
     if class_name:
         cls = getattr(module, class_name, None)
         if not (isinstance(cls, type) and issubclass(cls, MapReduce)):

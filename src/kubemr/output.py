@@ -140,7 +140,10 @@ class OutputClaim:
     the record before it publishes anything, so a run that lost its output never commits.
     """
 
-    def __init__(self, output: str, job_id: str, options: StorageOptions) -> None:
+    def __init__(
+        self, output: str, job_id: str, options: StorageOptions, owner: str | None = None
+    ) -> None:
+        self.owner = owner  # "namespace/name" of a MapReduceJob; None for a local run
         self.output = output.rstrip("/")
         self.job_id = job_id
         self.options = options
@@ -177,12 +180,24 @@ class OutputClaim:
                 ) from None
         else:
             other = self._read_record()
-            if other and other.get("state") == "running" and not _stale(other):
-                raise OutputError(
-                    f"output {self.output} is being written by another kubemr run "
-                    f"({_describe(other)}): wait for it to finish, or choose another output "
-                    f"(a run that died is taken as gone after {STALE_AFTER_SECONDS:.0f}s)"
-                )
+            if other.get("job_id") == self.job_id:
+                self._held = True  # this job's own record: a retried plan stage
+                return
+            if other and other.get("state") == "running":
+                if other.get("owner") and not overwrite:
+                    # A job on Kubernetes keeps no heartbeat: it is taken as alive.
+                    raise OutputError(
+                        f"output {self.output} belongs to the MapReduceJob {other['owner']} "
+                        f"({_describe(other)}), which has not finished: wait for it, delete "
+                        "it, or set overwrite to take the output over"
+                    )
+                if not other.get("owner") and not _stale(other):
+                    raise OutputError(
+                        f"output {self.output} is being written by another kubemr run "
+                        f"({_describe(other)}): wait for it to finish, or choose another "
+                        f"output (a run that died is taken as gone after "
+                        f"{STALE_AFTER_SECONDS:.0f}s)"
+                    )
         try:
             self._check_contents(overwrite)
             self._write_record("running")
@@ -190,9 +205,15 @@ class OutputClaim:
             self.release()
             raise
         self._held = True
-        if self.remote:
+        if self.remote and self.owner is None:
             self._beat = threading.Thread(target=self._heartbeat, daemon=True)
             self._beat.start()
+
+    def resume(self) -> None:
+        """Act for the run that took the output in an earlier process (the commit stage
+        of a job on Kubernetes); :meth:`check_owner` still guards every publish."""
+        self._held = True
+        self.check_owner()
 
     def _check_contents(self, overwrite: bool) -> None:
         prefix = self.output + "/"
@@ -249,14 +270,16 @@ class OutputClaim:
             return {}
 
     def _write_record(self, state: str) -> None:
-        record = {
+        record: dict[str, Any] = {
             "job_id": self.job_id,
             "state": state,
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "started": self.started,
-            "heartbeat": datetime.now(UTC).isoformat(),
+            "heartbeat": None if self.owner else datetime.now(UTC).isoformat(),
         }
+        if self.owner:
+            record["owner"] = self.owner
         data = json.dumps(record, indent=1).encode()
         if self._fd is not None:
             os.ftruncate(self._fd, 0)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter, ne
 from typing import Any, BinaryIO
 
+from kubemr.errors import Interrupted
 from kubemr.formats import BLOCK_RECORDS, encode_block, iter_blocks
 from kubemr.job import Aggregate
 from kubemr.keys import (
@@ -309,6 +310,8 @@ def partition_pairs(
                 )
             appends[p](kv)
     except UserCodeFailure:
+        raise
+    except Interrupted:  # a signal to the process, not an error of user code
         raise
     except USER_ERRORS as exc:
         if partitioner is None:
@@ -829,6 +832,8 @@ class MapCollector:
     def _call_combiner(self, key: Any, values: list[Any]) -> list[tuple[Any, Any]]:
         try:
             out = list(self.combiner(key, iter(values)))
+        except Interrupted:  # a signal to the process, not an error of user code
+            raise
         except USER_ERRORS as exc:
             raise UserCodeFailure("combiner", f"key {key!r:.200}", exc) from exc
         for item in out:

@@ -25,7 +25,7 @@ from operator import itemgetter
 from typing import Any
 
 from kubemr import commit
-from kubemr.errors import BadRecordError, CarriesFailure, Interrupted, TaskFailure
+from kubemr.errors import BadRecordError, CarriesFailure, Interrupted, TaskFailure, VersionSkew
 from kubemr.formats import (
     INTERNAL,
     Split,
@@ -198,6 +198,8 @@ def _failure(name: str, attempt: str, exc: BaseException) -> TaskFailure:
         return TaskFailure(name, attempt, "user-code", str(exc), _user_frames(tb))
     if isinstance(exc, BadRecordError):
         return TaskFailure(name, attempt, "bad-record", str(exc))
+    if isinstance(exc, VersionSkew):
+        return TaskFailure(name, attempt, "version-skew", str(exc))
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return TaskFailure(name, attempt, "infrastructure", f"{type(exc).__name__}: {exc}", tb)
 
@@ -223,6 +225,8 @@ def _call_user(role: str, where: Callable[[], str], fn: Callable[[], Any]) -> An
     try:
         return fn()
     except UserCodeFailure:
+        raise
+    except Interrupted:  # a signal to the process, not an error of user code
         raise
     except USER_ERRORS as exc:
         raise UserCodeFailure(role, where(), exc) from exc
@@ -362,6 +366,8 @@ class _MapTask(_TaskBase):
                 feed.feed_output(chunk.records, trusted=True)  # a later step without a mapper
         except UserCodeFailure:
             raise
+        except Interrupted:  # a signal to the process, not an error of user code
+            raise
         except USER_ERRORS as exc:
             failed = exc
         else:
@@ -430,6 +436,8 @@ class _MapTask(_TaskBase):
                 try:
                     out = fns.mapper_batch(chunk.records)
                     items = list(out.items()) if isinstance(out, Mapping) else list(out or ())
+                except Interrupted:  # a signal to the process, not an error of user code
+                    raise
                 except USER_ERRORS as exc:
                     return UserCodeFailure("mapper_batch", where, exc)
                 problem = _first_problem(items, "mapper_batch", grouped, hashed)
@@ -443,6 +451,8 @@ class _MapTask(_TaskBase):
                 else:
                     try:
                         items = list(fns.mapper(rec))
+                    except Interrupted:  # a signal to the process, not an error of user code
+                        raise
                     except USER_ERRORS as exc:
                         where = f"{locate(reader.store, split, chunk, i)}, record {rec!r:.200}"
                         return UserCodeFailure("mapper", where, exc)
@@ -742,6 +752,8 @@ class _ReduceTask(_TaskBase):
             start = len(pending)
             try:
                 pending.extend(reducer(key, vals))
+            except Interrupted:  # a signal to the process, not an error of user code
+                raise
             except USER_ERRORS as exc:
                 raise UserCodeFailure(
                     "reducer", f"reduce task {self.index}, key {key!r:.200}", exc
