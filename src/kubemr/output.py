@@ -159,6 +159,10 @@ class OutputClaim:
     # -- taking the output -------------------------------------------------------------
     def acquire(self, overwrite: bool) -> None:
         """Take the output or raise :class:`OutputError` saying why not."""
+        try:
+            self.store.check_access(self.output, write=True)
+        except StorageError as exc:
+            raise OutputError(f"output {self.output}: {exc}") from None
         if not self.remote:
             path = local_path(self.output)
             if os.path.isfile(path):

@@ -20,6 +20,7 @@ from ..unit import jobs
 
 pytestmark = pytest.mark.integration
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LINES = [f"w{i % 97} w{i % 13} common" for i in range(5000)]
 TEXT = "\n".join(LINES) + "\n"
 
@@ -249,3 +250,60 @@ def test_s3_output_held_by_a_live_run_is_refused(minio, s3_bucket) -> None:
     # The holder is done: its (stale) output is replaced with --overwrite.
     kubemr.run(jobs.WordCount, inputs=[f"s3://{s3_bucket}/data/"], output=out, overwrite=True)
     assert dict(read_s3_output(client, s3_bucket, "out/")[0]) == expected()
+
+
+def test_every_stage_as_a_pod_runs_it_against_minio(minio, s3_bucket, tmp_path) -> None:
+    """The plan, each task and the commit in their own processes, as worker pods run
+    them, with the work dir and the output in MinIO: the output equals kubemr run's."""
+    from kubemr.coordinator import StepShape, job_stages
+
+    from ..unit.test_worker_stages import WORDCOUNT
+
+    client = minio.client()
+    upload(client, s3_bucket, "in/a.txt", TEXT.encode())
+    work = f"s3://{s3_bucket}/work/wc"
+    spec_input = {
+        "name": "wc",
+        "namespace": "default",
+        "uid": "0123456789abcdef",
+        "work_url": work,
+        "spec": {
+            "job": {"source": WORDCOUNT},
+            "inputs": [f"s3://{s3_bucket}/in/"],
+            "output": f"s3://{s3_bucket}/out",
+            "splitSize": "16Ki",
+            "reducers": 2,
+        },
+    }
+
+    def stage(name: str, index: int = 0, **env: str) -> dict:
+        term = tmp_path / f"{name}-{index}"
+        proc = subprocess.run(
+            [sys.executable, "-m", "kubemr", "worker", "--work", work, "--stage", name],
+            env={
+                **os.environ,
+                "PYTHONPATH": os.path.join(ROOT, "src"),
+                "JOB_COMPLETION_INDEX": str(index),
+                "KUBEMR_TERMINATION_LOG": str(term),
+                **env,
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(term.read_text())
+
+    planned = stage("plan", KUBEMR_SPEC=json.dumps(spec_input))
+    shapes = [StepShape(s["maps"], s["reducers"]) for s in planned["steps"]]
+    assert shapes[0].maps > 1
+    final: dict = {}
+    for st in job_stages(shapes)[1:]:
+        for i in range(st.tasks):
+            final = stage(st.name, i)
+    assert final["result"]["recordsIn"] == len(LINES)
+    pairs, keys = read_s3_output(client, s3_bucket, "out/")
+    assert dict(pairs) == expected()
+    assert "out/_SUCCESS" in keys and not any("_temporary" in k for k in keys)
+    _, left = read_s3_output(client, s3_bucket, "work/")
+    assert left and all("/logs/" in k for k in left)
