@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,7 +27,16 @@ from typing import Any
 from kubernetes import client, config
 
 from kubemr.controller.health import Metrics
-from kubemr.controller.informer import JOBS, PODS, Informer, KubeApi, Obj, Resource, split_key
+from kubemr.controller.informer import (
+    JOBS,
+    PODS,
+    Informer,
+    KubeApi,
+    Obj,
+    Resource,
+    object_key,
+    split_key,
+)
 from kubemr.controller.lease import LeaderElector, default_identity
 from kubemr.controller.logs import LogFormat, setup_logging
 from kubemr.controller.reconcile import (
@@ -64,6 +74,10 @@ MAP_REDUCE_JOBS = Resource(GROUP, VERSION, PLURAL, KIND)
 OWNER_INDEX = "owner"
 LEASE_NAME = "kubemr-controller"
 EXIT_CONFIG = 1
+STALE_RETRY_SECONDS = 0.25
+STALE_WINDOW_SECONDS = 5.0
+"""How long a cache still showing the resource as it was before our status write is taken
+as lagging (after that, it is reconciled as it is)."""
 SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 
@@ -115,12 +129,21 @@ class JobController:
         self.metrics = metrics
         # When this process last scaled a Job, until the cache shows the annotation.
         self._scaled: dict[tuple[str, str], datetime] = {}
+        # The resourceVersion each resource had when this process last wrote its status:
+        # while the cache still shows it, the cache is behind our own write.
+        self._written: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
 
     def reconcile(self, key: str) -> ReconcileResult | None:
         resource = self.resources.get(key)
         if resource is None:
+            with self._lock:
+                self._written.pop(key, None)
             return None  # deleted: the garbage collector removes its Jobs and pods
+        if self._behind_own_write(key, resource):
+            # The update event of our write will come; acting on the older copy would
+            # only end in a conflict.
+            return ReconcileResult(requeue_after=STALE_RETRY_SECONDS)
         namespace, _ = split_key(key)
         now = self.clock()
         outcome = reconcile(
@@ -168,27 +191,47 @@ class JobController:
                 )
         if outcome.status is not None and outcome.status != resource.get("status"):
             try:
-                self.api.patch_status(resource, outcome.status)
+                written = self.api.patch_status(resource, outcome.status)
             except Conflict:
                 # The cache is behind the resource: look again once it has caught up.
                 return ReconcileResult(requeue_after=0.5)
+            if written is not None and meta.get("resourceVersion"):
+                with self._lock:
+                    self._written[object_key(resource)] = (
+                        meta["resourceVersion"],
+                        time.monotonic(),
+                    )
             phase = outcome.status.get("phase")
             if phase != (resource.get("status") or {}).get("phase"):
                 log.info("phase", extra={"phase": phase})
-        for action in outcome.actions:
-            if isinstance(action, Event):
+        for after in outcome.actions:
+            if isinstance(after, Event):
                 self.api.create_event(
                     resource,
-                    event_name(resource, action),
-                    action.type,
-                    action.reason,
-                    action.message,
+                    event_name(resource, after),
+                    after.type,
+                    after.reason,
+                    after.message,
                     now,
                 )
-            elif isinstance(action, DeleteResource):
+            elif isinstance(after, DeleteResource):
                 self.api.delete_resource(resource)
-                log.info("deleted the resource", extra={"reason": action.reason})
+                log.info("deleted the resource", extra={"reason": after.reason})
         return ReconcileResult(requeue_after=outcome.requeue_after)
+
+    def _behind_own_write(self, key: str, resource: Obj) -> bool:
+        with self._lock:
+            written = self._written.get(key)
+            if written is None:
+                return False
+            version, at = written
+            if (
+                resource["metadata"].get("resourceVersion") != version
+                or time.monotonic() - at > STALE_WINDOW_SECONDS
+            ):
+                del self._written[key]
+                return False
+            return True
 
     def _last_scaled(self, namespace: str, now: datetime) -> dict[str, datetime]:
         horizon = now - timedelta(minutes=5)

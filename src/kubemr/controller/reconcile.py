@@ -621,6 +621,8 @@ class _Reconcile:
         plan = self.status.plan
         if plan is not None and plan.steps:
             return plan_shapes(plan.steps), None
+        if job_name(self.name, PLAN) not in self.own:
+            return None, None
         for pod in self.pod_views.get(PLAN.name, []):
             msg = pod.message
             if pod.phase != "Succeeded" or not msg or msg.get("ok") is not True:
@@ -809,7 +811,6 @@ class _Reconcile:
         if suspended:
             if SUSPENDED in annotations:
                 self.actions.append(SuspendJob(name, False))
-                suspended = False
             else:
                 self.status.workers = 0
                 self.status.parallelism_reason = (
@@ -1073,8 +1074,8 @@ class _Reconcile:
                     break
             job = self.own.get(job_name(self.name, commit))
             if result is None and job is not None:
-                done = parse_time((job.get("status") or {}).get("completionTime")) or self.now
-                waited = _seconds(self.now - done)
+                ended = parse_time((job.get("status") or {}).get("completionTime")) or self.now
+                waited = _seconds(self.now - ended)
                 if waited < RESULT_GRACE_SECONDS:
                     # Give the pod's termination message a moment to be seen.
                     self.status.wave = commit.label(len(shapes) if shapes else 1)
@@ -1082,6 +1083,11 @@ class _Reconcile:
                     self.timers.append(max(0.5, min(2.0, RESULT_GRACE_SECONDS - waited)))
                     return self.outcome(None)
         done, total = progress(shapes, observed)
+        for i, wave in enumerate(self.status.waves):
+            if wave.completion_time is None:  # Complete is not on the Job yet: it ends now
+                self.status.waves[i] = wave.model_copy(
+                    update={"completion_time": self.now, "succeeded": wave.total}
+                )
         self.status.phase = "Succeeded"
         self.status.result = result
         self.status.completion_time = self.now
@@ -1090,11 +1096,9 @@ class _Reconcile:
         self.status.workers = 0
         self.status.parallelism_reason = None
         self.status.failure = None
-        for kind in (CAPACITY, BLOCKED):
+        for kind in (CAPACITY, BLOCKED, SUSPENDED_CONDITION):
             if kind in self.conditions and self.conditions[kind].status == "True":
                 self.set_condition(kind, "False", "JobFinished", "the job finished")
-        if SUSPENDED_CONDITION in self.conditions:
-            self.set_condition(SUSPENDED_CONDITION, "False", "JobFinished", "the job finished")
         written = ""
         if result is not None:
             written = f": {result.records_in} records in, {result.records_out} out"
