@@ -186,6 +186,8 @@ def _write_termination_message(message: dict[str, Any]) -> None:
     path = os.environ.get("KUBEMR_TERMINATION_LOG") or os.environ.get(
         "KUBESTACK_TERMINATION_LOG", TERMINATION_LOG
     )
+    if path == TERMINATION_LOG and not os.path.exists(path):
+        return  # not in a pod: the kubelet makes the file it reads; never litter /dev
     with contextlib.suppress(OSError), open(path, "w", encoding="utf-8") as fh:
         fh.write(termination.encode(message))
 
