@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,3 +37,5 @@ def kube() -> Iterator[Cluster]:
         yield Cluster(stack.kubeconfig, stack)
     finally:
         stack.stop()
+        # etcd data, certificates and pod logs: nothing of the cluster outlives the session
+        shutil.rmtree(state, ignore_errors=True)
