@@ -1034,3 +1034,33 @@ def test_a_cache_behind_our_own_status_write_is_waited_for() -> None:
     resources.objs[0]["metadata"]["resourceVersion"] = "101"  # the write arrived
     controller.reconcile(f"{NS}/{NAME}")
     assert len(transport.requests) > count
+
+
+def test_a_terminating_namespace_is_not_a_permission_problem() -> None:
+    import json as _json
+
+    from kubernetes.client.exceptions import ApiException
+
+    from kubemr.executors.k8s.api import ControllerApi, NamespaceTerminating, PermissionDenied
+
+    class Refusing:
+        def __init__(self, message: str) -> None:
+            self.message = message
+
+        def send(self, method, path, *, query=(), body=None, content_type=""):
+            exc = ApiException(status=403, reason="Forbidden")
+            exc.body = _json.dumps({"message": self.message})
+            raise exc
+
+    manifest = {"metadata": {"namespace": "ns", "name": "wc-plan"}}
+    gone = ControllerApi(
+        Refusing(
+            'jobs.batch "wc-plan" is forbidden: unable to create new '
+            "content in namespace ns because it is being terminated"
+        )
+    )
+    with pytest.raises(NamespaceTerminating):
+        gone.apply_job(manifest)
+    denied = ControllerApi(Refusing('jobs.batch "wc-plan" is forbidden: User cannot create'))
+    with pytest.raises(PermissionDenied, match="grant 'create'"):
+        denied.apply_job(manifest)

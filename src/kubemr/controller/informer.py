@@ -156,9 +156,12 @@ class KubeApi:
         query: Query = (),
         body: Obj | None = None,
         timeout: float | None = None,
+        content_type: str = "application/json",
     ) -> Obj:
+        """One request; ``content_type`` for a body that is a patch (merge-patch+json,
+        apply-patch+yaml)."""
         response = self._call(
-            method, path, query, body, (self.connect_timeout, timeout or self.timeout)
+            method, path, query, body, (self.connect_timeout, timeout or self.timeout), content_type
         )
         data = response.read()
         _raise_for_status(response, data)
@@ -179,10 +182,11 @@ class KubeApi:
         query: Query,
         body: Obj | None,
         timeout: tuple[float, float],
+        content_type: str = "application/json",
     ) -> Any:
         headers = {"Accept": "application/json"}
         if body is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
         serialized = self.api_client.param_serialize(
             method,
             path,

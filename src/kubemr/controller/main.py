@@ -64,6 +64,7 @@ from kubemr.executors.k8s.api import (
     Conflict,
     ControllerApi,
     KubeError,
+    NamespaceTerminating,
     PermissionDenied,
 )
 from kubemr.executors.k8s.manifests import GROUP, KIND, LABEL_JOB, PLURAL, VERSION
@@ -153,7 +154,12 @@ class JobController:
             now,
             self._last_scaled(namespace or "", now),
         )
-        return self.apply(resource, outcome, now)
+        try:
+            return self.apply(resource, outcome, now)
+        except NamespaceTerminating:
+            # Its namespace is being deleted: the resource goes with it, nothing to retry.
+            log.info("namespace is being deleted; leaving the resource to it")
+            return None
 
     def apply(self, resource: Obj, outcome: Outcome, now: datetime) -> ReconcileResult:
         """Do what ``outcome`` says: Job changes, then the status, then the Events (only

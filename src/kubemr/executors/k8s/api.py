@@ -31,6 +31,7 @@ import orjson
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
+from kubemr.controller.informer import KubeApi
 from kubemr.executors.k8s.manifests import API_VERSION, GROUP, KIND, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,11 @@ class KubeError(RuntimeError):
 
 class PermissionDenied(KubeError):
     """403: the controller's service account may not do this (see manifests/rbac.yaml)."""
+
+
+class NamespaceTerminating(KubeError):
+    """403 from the namespace lifecycle, not from RBAC: the namespace is being deleted, and
+    everything in it with it, so there is nothing left to do there."""
 
 
 class NotFound(KubeError):
@@ -103,15 +109,13 @@ class Transport(Protocol):
 
 
 class ClientTransport:
-    """Requests through the official client's ``ApiClient`` (its auth, TLS, proxy), with
-    the content type a request needs (``apply-patch+yaml``, ``merge-patch+json``)."""
+    """Requests through the official client's ``ApiClient`` (its auth, TLS, proxy), by way
+    of the one raw-JSON client the controller has (``KubeApi``)."""
 
     def __init__(
         self, api_client: ApiClient, *, timeout: float = 30.0, connect_timeout: float = 10.0
     ) -> None:
-        self.api_client = api_client
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
+        self.api = KubeApi(api_client, timeout=timeout, connect_timeout=connect_timeout)
 
     def send(
         self,
@@ -122,25 +126,7 @@ class ClientTransport:
         body: Obj | None = None,
         content_type: str = JSON,
     ) -> Obj:
-        headers = {"Accept": JSON}
-        if body is not None:
-            headers["Content-Type"] = content_type
-        request = self.api_client.param_serialize(
-            method,
-            path,
-            query_params=list(query) or None,
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        response = self.api_client.call_api(
-            *request, _request_timeout=(self.connect_timeout, self.timeout)
-        )
-        data = response.read()
-        if not 200 <= response.status <= 299:
-            text = data.decode("utf-8", errors="replace") if data else None
-            raise ApiException.from_response(http_resp=response, body=text, data=None)
-        return orjson.loads(data) if data else {}
+        return self.api.request(method, path, query=query, body=body, content_type=content_type)
 
 
 # -- the API ------------------------------------------------------------------------------------
@@ -230,6 +216,8 @@ class ControllerApi:
             where = f" in namespace {namespace}" if namespace else ""
             detail = _server_message(exc)
             status = int(exc.status or 0)
+            if status == 403 and "is being terminated" in detail:
+                raise NamespaceTerminating(f"{verb} {what}{where}: {detail}", status) from None
             if status == 403:
                 raise PermissionDenied(
                     f"forbidden: the controller may not {verb} {what}{where}; grant "
