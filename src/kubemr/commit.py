@@ -78,6 +78,12 @@ def chosen_wave(
 ) -> list[TaskResult]:
     """One committed attempt per task of a wave, in task order."""
     committed, _ = list_markers(plan, step, wave, options)
+    return _chosen(committed, step, wave, tasks)
+
+
+def _chosen(
+    committed: dict[int, list[TaskResult]], step: int, wave: str, tasks: int
+) -> list[TaskResult]:
     missing = [i for i in range(tasks) if i not in committed]
     if missing:
         raise MissingCommit(
@@ -99,6 +105,13 @@ def map_outputs(plan: Plan, step: int, options: StorageOptions) -> list[dict[str
     data = json.dumps(chosen, sort_keys=True).encode()
     storage.create_exclusive(url, data, options)  # the first reducer's choice stands
     return json.loads(storage.read_bytes(url, options))  # type: ignore[no-any-return]
+
+
+def previous_wave(plan: Plan, step: int, options: StorageOptions) -> list[TaskResult]:
+    """The chosen outputs of the whole wave before step ``step``'s map wave."""
+    before = plan.steps[step - 1]
+    wave = REDUCE if before.reducers > 0 else MAP
+    return chosen_wave(plan, step - 1, wave, plan.map_count(step), options)
 
 
 def previous_output(plan: Plan, step: int, index: int, options: StorageOptions) -> TaskResult:
@@ -150,7 +163,7 @@ def summarize(
         waves = [(MAP, maps_per_step[s])] + ([(REDUCE, step.reducers)] if step.reducers else [])
         for wave, tasks in waves:
             committed, failed = list_markers(plan, s, wave, options)
-            chosen = chosen_wave(plan, s, wave, tasks, options)
+            chosen = _chosen(committed, s, wave, tasks)
             attempts += sum(len(v) for v in committed.values()) + len(failed)
             failed_attempts += len(failed)
             failures.extend(failed)

@@ -397,10 +397,9 @@ def step_boundaries(plan: Plan, step: int, step_fns: MRStep, options: StorageOpt
     except FileNotFoundError:
         if step == 0:
             raise
-    from kubemr.commit import previous_output
+    from kubemr.commit import previous_wave
 
-    count = plan.map_count(step)
-    outputs = [previous_output(plan, step, i, options) for i in range(count)]
+    outputs = previous_wave(plan, step, options)  # one listing, not one per task
     splits = [Split(r.output_url, 0, r.output_bytes, r.output_bytes, INTERNAL) for r in outputs]
     boundaries = sample_boundaries(plan, step, step_fns, splits, options)
     storage.create_exclusive(url, pickle.dumps(boundaries), options)
