@@ -24,11 +24,13 @@ class EndlessMapper(kubemr.MapReduce):
     """Yields without end for a record "endless", a normal count otherwise."""
 
     reducer = kubemr.SUM
+    pulled = 0  # how many pairs were taken from the endless record, in this process
 
     def mapper(self, line):
         if line == "endless":
             i = 0
             while True:
+                type(self).pulled += 1
                 yield i, 1
                 i += 1
         yield line, 1
