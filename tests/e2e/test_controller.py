@@ -652,6 +652,61 @@ def test_impossible_request_is_capacity_constrained_then_unschedulable(
     assert "CapacityConstrained" in {e.reason for e in cluster.events("huge")}
 
 
+def test_a_node_with_room_for_two_pods_runs_two_and_holds_max_pending(
+    cluster: Cluster, controller: ControllerProcess, fake_worker: str, tmp_path: Any
+) -> None:
+    # The kubestack node has 4 CPUs: pods asking for 1.6 fit twice, not three times.
+    body = fake_job(
+        "narrow",
+        fake_worker,
+        tmp_path,
+        maps=6,
+        sleep=12,
+        workers={"max": 6, "maxPending": 1},
+        template={"resources": {"requests": {"cpu": "1600m"}}},
+    )
+    cluster.create(body)
+    most_running = 0
+    most_unscheduled = 0
+    most_active = 0
+    constrained: list[Obj] = []
+    done = threading.Event()
+
+    def unscheduled(pod: Any) -> bool:
+        return any(
+            c.type == "PodScheduled" and c.status == "False" for c in (pod.status.conditions or [])
+        )
+
+    def sample() -> None:
+        nonlocal most_running, most_unscheduled, most_active
+        while not done.is_set():
+            pods = active_pods(cluster.pods("narrow", "map-0"))
+            most_running = max(most_running, sum(p.status.phase == "Running" for p in pods))
+            most_unscheduled = max(most_unscheduled, sum(unscheduled(p) for p in pods))
+            most_active = max(most_active, len(pods))
+            cond = cluster.condition("narrow", "CapacityConstrained")
+            if cond and cond["status"] == "True":
+                constrained.append(cond)
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        status = cluster.wait_phase("narrow", "Succeeded", timeout=240)
+    finally:
+        done.set()
+        sampler.join(10)
+    assert most_running == 2, most_running  # the node's room, used and never passed
+    assert most_unscheduled == 1, most_unscheduled  # maxPending waiting, no more
+    assert most_active <= 3, most_active
+    assert constrained, "CapacityConstrained was never shown"
+    assert "Insufficient cpu" in constrained[0]["message"]
+    assert "CapacityConstrained" in {e.reason for e in cluster.events("narrow")}
+    assert attempts(tmp_path, "map-0") == dict.fromkeys(range(6), 1)
+    cond = next(c for c in status["conditions"] if c["type"] == "CapacityConstrained")
+    assert cond["status"] == "False"  # cleared once the pods found room
+
+
 # -- deletion ---------------------------------------------------------------------------------
 def test_deleting_the_resource_collects_its_jobs_and_pods(
     cluster: Cluster, controller: ControllerProcess, fake_worker: str, tmp_path: Any
@@ -763,7 +818,56 @@ def test_real_worker_failure_reaches_the_status(
     assert "ZeroDivisionError" in (failure["message"] + (failure.get("traceback") or ""))
     assert not (tmp_path / "out" / "_SUCCESS").exists()
     # The work dir is kept for a look at what happened.
-    assert os.path.isdir(status["plan"]["workUrl"])
+    work = status["plan"]["workUrl"]
+    assert os.path.isdir(work)
+    # Exactly maxAttempts (2) attempts of the poisoned task, each with its log kept.
+    index = int(failure["task"].rsplit("-", 1)[1])
+    pods = [p for p in cluster.pods("poison", "map-0") if index_of(p) == index]
+    assert len(pods) == 2, [p.metadata.name for p in pods]
+    logs = os.listdir(os.path.join(work, "logs", "map-0", f"{index:05d}"))
+    assert sorted(logs) == sorted(f"{p.metadata.name}.log" for p in pods)
+    assert "after 2 attempts" in failure["message"]
+
+
+SLOW_WORDCOUNT = WORDCOUNT.replace(
+    "    def mapper(self, line):\n",
+    "    def mapper(self, line):\n        __import__('time').sleep(0.4)\n",
+)
+
+
+def test_worker_pod_deleted_mid_task_reruns_the_task(
+    cluster: Cluster, controller: ControllerProcess, tmp_path: Any
+) -> None:
+    lines = [f"{'abcdefg'[i % 7]}x shared {'hij'[i % 3]}y" for i in range(48)]
+    expected: dict[str, int] = {}
+    for line in lines:
+        for word in line.split():
+            expected[word] = expected.get(word, 0) + 1
+    body = real_job(
+        "victim", tmp_path, SLOW_WORDCOUNT, lines, splitSize=256, maxAttempts=3, workers={"max": 2}
+    )
+    cluster.create(body)
+
+    def a_running_task() -> Any:
+        for pod in cluster.pods("victim", "map-0"):
+            statuses = pod.status.container_statuses or []
+            if statuses and statuses[0].state.running and not pod.metadata.deletion_timestamp:
+                return pod
+        return None
+
+    victim = wait_for("a running map pod", a_running_task, timeout=120)
+    time.sleep(1.5)  # inside the mapper: the task is half done
+    cluster.core.delete_namespaced_pod(victim.metadata.name, cluster.ns)
+    status = cluster.wait_phase("victim", "Succeeded", timeout=240)
+
+    assert read_output(tmp_path / "out") == expected  # nothing lost, nothing counted twice
+    assert status["result"]["recordsIn"] == len(lines)
+    index = index_of(victim)
+    again = [
+        p for p in cluster.pods("victim", "map-0")
+        if index_of(p) == index and p.metadata.name != victim.metadata.name
+    ]  # fmt: skip
+    assert again and again[0].status.phase == "Succeeded", [p.metadata.name for p in again]
 
 
 def test_real_worker_on_minio(
