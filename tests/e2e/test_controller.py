@@ -707,6 +707,36 @@ def test_a_node_with_room_for_two_pods_runs_two_and_holds_max_pending(
     assert cond["status"] == "False"  # cleared once the pods found room
 
 
+def test_a_missing_storage_secret_blocks_the_workers_then_fails_the_job(
+    cluster: Cluster, controller: ControllerProcess, fake_worker: str, tmp_path: Any
+) -> None:
+    body = fake_job(
+        "nosecret",
+        fake_worker,
+        tmp_path,
+        pendingDeadlineSeconds=20,
+        storage={"endpoint": "http://127.0.0.1:9", "secretRef": {"name": "absent"}},
+    )
+    cluster.create(body)
+    started = time.monotonic()
+    blocked = wait_for(
+        "WorkersBlocked",
+        lambda: (
+            (c := cluster.condition("nosecret", "WorkersBlocked")) and c["status"] == "True" and c
+        ),
+        timeout=30,
+    )
+    assert time.monotonic() - started < 15  # within seconds, not at the deadline
+    assert blocked["reason"] == "CreateContainerConfigError"
+    assert 'secret "absent" not found' in blocked["message"]
+    status = cluster.wait_phase("nosecret", "Failed", timeout=60)
+    failure = status["failure"]
+    assert failure["reason"] == "CreateContainerConfigError"
+    assert 'secret "absent" not found' in failure["message"]
+    assert "pendingDeadlineSeconds" in failure["message"]
+    assert "CreateContainerConfigError" in {e.reason for e in cluster.events("nosecret")}
+
+
 # -- deletion ---------------------------------------------------------------------------------
 def test_deleting_the_resource_collects_its_jobs_and_pods(
     cluster: Cluster, controller: ControllerProcess, fake_worker: str, tmp_path: Any

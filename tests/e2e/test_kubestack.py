@@ -534,6 +534,71 @@ def test_missing_secret_volume_waits_for_the_secret(kube, ns) -> None:
     assert core.read_namespaced_pod_log("late", ns).strip() == "v"
 
 
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"envFrom": [{"secretRef": {"name": "absent"}}]}, 'secret "absent" not found'),
+        (
+            {"env": [{"name": "K", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "k"}}}]},
+            'secret "absent" not found',
+        ),
+        (
+            {
+                "env": [
+                    {"name": "K", "valueFrom": {"configMapKeyRef": {"name": "absent", "key": "k"}}}
+                ]
+            },
+            'configmap "absent" not found',
+        ),
+    ],
+    ids=["envFrom", "secretKeyRef", "configMapKeyRef"],
+)
+def test_missing_env_source_is_a_config_error_until_it_appears(
+    kube, ns, env: dict, message: str
+) -> None:
+    """As with a kubelet: CreateContainerConfigError naming what is missing, and the pod
+    starts once it exists."""
+    core = client.CoreV1Api(kube.api_client())
+    code = "import os; print(os.environ.get('k') or os.environ.get('K'))"
+    core.create_namespaced_pod(ns, pod_manifest("envless", code, container=env))
+
+    def config_error() -> Any:
+        statuses = core.read_namespaced_pod("envless", ns).status.container_statuses or []
+        waiting = statuses[0].state.waiting if statuses else None
+        return waiting and waiting.reason == "CreateContainerConfigError" and waiting.message
+
+    assert wait_for("CreateContainerConfigError", config_error, 30) == message
+    assert core.read_namespaced_pod("envless", ns).status.phase == "Pending"
+    if "configmap" in message:
+        core.create_namespaced_config_map(ns, {"metadata": {"name": "absent"}, "data": {"k": "v"}})
+    else:
+        core.create_namespaced_secret(
+            ns, {"metadata": {"name": "absent"}, "stringData": {"k": "v"}}
+        )
+    wait_for(
+        "the pod to succeed",
+        lambda: core.read_namespaced_pod("envless", ns).status.phase == "Succeeded",
+        90,
+    )
+    assert core.read_namespaced_pod_log("envless", ns).strip() == "v"
+
+
+def test_missing_key_of_a_secret_is_named(kube, ns) -> None:
+    core = client.CoreV1Api(kube.api_client())
+    core.create_namespaced_secret(ns, {"metadata": {"name": "partial"}, "stringData": {"a": "1"}})
+    env = {"env": [{"name": "B", "valueFrom": {"secretKeyRef": {"name": "partial", "key": "b"}}}]}
+    core.create_namespaced_pod(ns, pod_manifest("keyless", "print(1)", container=env))
+
+    def config_error() -> Any:
+        statuses = core.read_namespaced_pod("keyless", ns).status.container_statuses or []
+        waiting = statuses[0].state.waiting if statuses else None
+        return waiting and waiting.reason == "CreateContainerConfigError" and waiting.message
+
+    assert wait_for("CreateContainerConfigError", config_error, 30) == (
+        f"couldn't find key b in Secret {ns}/partial"
+    )
+
+
 def test_pod_sees_its_own_pids_and_resolvable_host_name(kube, ns) -> None:
     core = client.CoreV1Api(kube.api_client())
     code = (

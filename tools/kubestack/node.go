@@ -132,6 +132,9 @@ func runNode(args []string) error {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer cancel()
+	if prov != nil {
+		go prov.watchConfigErrors(ctx, time.Second)
+	}
 	stopped := make(chan struct{})
 	go func() {
 		<-ctx.Done()
