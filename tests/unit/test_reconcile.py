@@ -12,9 +12,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from kubemr import termination
-from kubemr.controller import reconcile as rc
-from kubemr.controller.main import JobController
-from kubemr.controller.reconcile import (
+from kubemr.controller.actions import (
     SCALED_AT,
     SUSPENDED,
     CreateJob,
@@ -23,10 +21,12 @@ from kubemr.controller.reconcile import (
     Outcome,
     ScaleJob,
     SuspendJob,
-    count_indexes,
-    parse_indexes,
-    reconcile,
+    event_name,
 )
+from kubemr.controller.diagnosis import INVALID_PLAN, INVALID_SPEC, PENDING_DEADLINE, PLAN_MISSING
+from kubemr.controller.main import JobController
+from kubemr.controller.observed import count_indexes, format_time, parse_indexes, read_result
+from kubemr.controller.reconcile import RESULT_GRACE_SECONDS, reconcile
 from kubemr.executors.k8s.api import (
     APPLY,
     MERGE_PATCH,
@@ -342,7 +342,7 @@ def test_invalid_plan_fails_the_job() -> None:
     out = reconcile(res, [job("plan", 1, completed="0", completion=NOW)], [bad], NOW)
     assert out.status is not None
     assert out.status["phase"] == "Failed"
-    assert out.status["failure"]["reason"] == rc.INVALID_PLAN
+    assert out.status["failure"]["reason"] == INVALID_PLAN
 
 
 def test_plan_without_a_report_waits_then_fails() -> None:
@@ -351,15 +351,15 @@ def test_plan_without_a_report_waits_then_fails() -> None:
     out = reconcile(res, [plan_job], [], later(1))
     assert out.status is not None and out.status["phase"] != "Failed"
     assert out.requeue_after is not None and out.requeue_after <= 2
-    out = reconcile(res, [plan_job], [], later(rc.RESULT_GRACE_SECONDS + 1))
-    assert out.status is not None and out.status["failure"]["reason"] == rc.PLAN_MISSING
+    out = reconcile(res, [plan_job], [], later(RESULT_GRACE_SECONDS + 1))
+    assert out.status is not None and out.status["failure"]["reason"] == PLAN_MISSING
 
 
 def test_invalid_spec_fails_without_creating_anything() -> None:
     res = resource({"workers": {"min": 5, "max": 2, "maxPending": 2}})
     out = reconcile(res, [], [], NOW)
     assert not out.of(CreateJob)
-    assert out.status is not None and out.status["failure"]["reason"] == rc.INVALID_SPEC
+    assert out.status is not None and out.status["failure"]["reason"] == INVALID_SPEC
     assert conditions(out)["Failed"]["status"] == "True"
 
 
@@ -383,7 +383,7 @@ def test_partly_done_map_wave_scales_with_ready_pods() -> None:
 def test_scaling_is_held_after_a_recent_change() -> None:
     res = planned()
     pods = [pod("map-0", 3), pod("map-0", 4)]
-    recent = {SCALED_AT: rc.format_time(later(-2))}
+    recent = {SCALED_AT: format_time(later(-2))}
     j = job("map-0", 10, completed="0-2", active=2, parallelism=2, annotations=recent)
     out = reconcile(res, [j], pods, NOW)
     assert not out.of(ScaleJob)
@@ -590,7 +590,7 @@ def test_pods_that_never_start_fail_with_the_pending_deadline() -> None:
     res = planned(pendingDeadlineSeconds=30)
     j = job("map-0", 10, active=1)
     out = reconcile(res, [j], [pod("map-0", 0, "Pending")], later(31))
-    assert out.status is not None and out.status["failure"]["reason"] == rc.PENDING_DEADLINE
+    assert out.status is not None and out.status["failure"]["reason"] == PENDING_DEADLINE
 
 
 def test_no_pending_deadline_when_it_is_null() -> None:
@@ -699,7 +699,7 @@ def test_commit_result_completes_the_job() -> None:
 
 
 def test_result_as_the_commit_stage_writes_it_is_read() -> None:
-    got = rc.read_result(
+    got = read_result(
         {"recordsIn": 7, "recordsOut": 2, "bytesIn": 70, "bytesOut": 20, "filesOut": 2}
     )
     assert got is not None
@@ -710,7 +710,7 @@ def test_result_as_the_commit_stage_writes_it_is_read() -> None:
         "bytes_out": 20,
         "files_out": 2,
     }
-    assert rc.read_result("not a result") is None
+    assert read_result("not a result") is None
 
 
 def test_result_in_the_success_summary_shape_is_read() -> None:
@@ -719,7 +719,7 @@ def test_result_in_the_success_summary_shape_is_read() -> None:
         "output": {"records": 3, "bytes": 30, "files": [{"name": "part-r-00000"}]},
         "counters": {"kubemr": {"map_input_records": 5}},
     }
-    got = rc.read_result(summary)
+    got = read_result(summary)
     assert got is not None
     assert (got.records_in, got.bytes_in, got.records_out, got.files_out) == (5, 50, 3, 1)
 
@@ -738,7 +738,7 @@ def test_commit_without_a_report_waits_a_little_then_succeeds() -> None:
     res = planned()
     out = reconcile(res, finished_jobs(), [], later(1))
     assert out.status is not None and out.status.get("phase") != "Succeeded"
-    out = reconcile(res, finished_jobs(), [], later(rc.RESULT_GRACE_SECONDS + 1))
+    out = reconcile(res, finished_jobs(), [], later(RESULT_GRACE_SECONDS + 1))
     assert out.status is not None and out.status["phase"] == "Succeeded"
     assert "result" not in out.status
 
@@ -854,7 +854,7 @@ def test_too_many_steps_fail_the_plan() -> None:
     out = reconcile(
         resource(), [job("plan", 1, completed="0", completion=NOW)], [plan_pod(steps)], NOW
     )
-    assert out.status is not None and out.status["failure"]["reason"] == rc.INVALID_PLAN
+    assert out.status is not None and out.status["failure"]["reason"] == INVALID_PLAN
 
 
 def test_waves_are_frozen_once_their_job_is_gone() -> None:
@@ -1010,9 +1010,9 @@ def test_a_stale_resource_requeues_without_events() -> None:
 
 def test_event_names_are_stable_per_fact() -> None:
     res = resource()
-    a = rc.event_name(res, Event("Normal", "StageStarted", "started map-0"))
-    b = rc.event_name(res, Event("Normal", "StageStarted", "started map-0"))
-    c = rc.event_name(res, Event("Normal", "StageStarted", "started reduce-0"))
+    a = event_name(res, Event("Normal", "StageStarted", "started map-0"))
+    b = event_name(res, Event("Normal", "StageStarted", "started map-0"))
+    c = event_name(res, Event("Normal", "StageStarted", "started reduce-0"))
     assert a == b != c and a.startswith("wc.")
 
 

@@ -26,6 +26,17 @@ from typing import Any
 
 from kubernetes import client, config
 
+from kubemr.controller.actions import (
+    SCALED_AT,
+    SUSPENDED,
+    CreateJob,
+    DeleteResource,
+    Event,
+    Outcome,
+    ScaleJob,
+    SuspendJob,
+    event_name,
+)
 from kubemr.controller.health import Metrics
 from kubemr.controller.informer import (
     JOBS,
@@ -39,18 +50,7 @@ from kubemr.controller.informer import (
 )
 from kubemr.controller.lease import LeaderElector, default_identity
 from kubemr.controller.logs import LogFormat, setup_logging
-from kubemr.controller.reconcile import (
-    SCALED_AT,
-    SUSPENDED,
-    CreateJob,
-    DeleteResource,
-    Event,
-    Outcome,
-    ScaleJob,
-    SuspendJob,
-    event_name,
-    reconcile,
-)
+from kubemr.controller.reconcile import reconcile
 from kubemr.controller.runtime import (
     Controller,
     ReconcileResult,
