@@ -524,7 +524,12 @@ class Toleration(_Model):
 class WorkerTemplate(_Model):
     """What every worker pod of the job gets."""
 
-    image: str = Field(KUBEMR_IMAGE, min_length=1, description="The worker image.")
+    image: str | None = Field(
+        None,
+        min_length=1,
+        description="The worker image (default: the controller's job default, else "
+        f"{KUBEMR_IMAGE}).",
+    )
     image_pull_policy: PullPolicy | None = Field(
         None, description="Always, IfNotPresent or Never (default: Kubernetes' own)."
     )
@@ -608,6 +613,70 @@ class MapReduceJobSpec(JobOptions):
         description="Stop starting worker pods; running ones are stopped and their tasks "
         "rerun on resume.",
     )
+    cancel: bool = Field(
+        False,
+        description="End the job for good: its running pods are stopped and it fails with "
+        "reason Cancelled; its work dir is kept. Cannot be undone.",
+    )
+
+    def worker_image(self) -> str:
+        return self.template.image or KUBEMR_IMAGE
+
+
+class TemplateDefaults(_Model):
+    """What a worker template gets from the installation when it leaves the field out."""
+
+    image: str | None = Field(None, min_length=1, description="The worker image.")
+    image_pull_policy: PullPolicy | None = Field(None, description="The image pull policy.")
+    service_account_name: str | None = Field(
+        None, max_length=253, pattern=_DNS_SUBDOMAIN, description="The workers' account."
+    )
+    resources: ResourceRequirements | None = Field(
+        None, description="Requests and limits, for a template that sets neither."
+    )
+    node_selector: dict[str, str] | None = Field(
+        None, description="Node labels, for a template that sets none."
+    )
+    tolerations: list[Toleration] | None = Field(
+        None, description="Tolerations, for a template that sets none."
+    )
+
+
+class JobDefaults(_Model):
+    """The installation's defaults for every MapReduceJob (``kubemr controller
+    --job-defaults FILE``, the chart's ``jobDefaults``): each applies only where the
+    resource leaves the field out, field by field. They name a Secret, never hold one."""
+
+    storage: StorageSpec = Field(
+        default_factory=StorageSpec, description="Storage endpoint, region and Secret name."
+    )
+    template: TemplateDefaults = Field(
+        default_factory=TemplateDefaults, description="Worker pod defaults."
+    )
+
+    def apply(self, spec: MapReduceJobSpec) -> MapReduceJobSpec:
+        """The spec with these defaults filled in where it has nothing of its own."""
+        storage = spec.storage.model_copy(
+            update={
+                field: getattr(self.storage, field)
+                for field in ("endpoint", "region", "secret_ref")
+                if getattr(spec.storage, field) is None and getattr(self.storage, field) is not None
+            }
+        )
+        mine, given = spec.template, self.template
+        template: dict[str, Any] = {}
+        for field in ("image", "image_pull_policy", "service_account_name"):
+            if getattr(mine, field) is None and getattr(given, field) is not None:
+                template[field] = getattr(given, field)
+        if given.resources is not None and not (mine.resources.requests or mine.resources.limits):
+            template["resources"] = given.resources
+        if given.node_selector is not None and not mine.node_selector:
+            template["node_selector"] = dict(given.node_selector)
+        if given.tolerations is not None and not mine.tolerations:
+            template["tolerations"] = list(given.tolerations)
+        return spec.model_copy(
+            update={"storage": storage, "template": mine.model_copy(update=template)}
+        )
 
 
 def default_work_dir(output: str, namespace: str, name: str, uid: str) -> str:

@@ -35,6 +35,7 @@ from kubemr.spec import (
     SIZE_PATTERN,
     Condition,
     FailureStatus,
+    JobDefaults,
     JobOptions,
     LocalOptions,
     MapReduceJob,
@@ -77,13 +78,63 @@ def test_local_defaults() -> None:
 def test_cluster_defaults() -> None:
     s = spec()
     assert s.workers == WorkerRange(min=0, max=8, max_pending=2)
-    assert s.template.image == KUBEMR_IMAGE
+    assert s.template.image is None and s.worker_image() == KUBEMR_IMAGE
     assert kubemr.__version__ == KUBEMR_IMAGE.rsplit(":", 1)[1]
     assert s.template.command == ["kubemr"]
     assert s.pending_deadline_seconds == 600
     assert s.active_deadline_seconds is None and s.ttl_seconds_after_finished is None
-    assert not s.suspend
+    assert not s.suspend and not s.cancel
     assert s.storage.secret_ref is None and s.work_dir is None
+
+
+def test_job_defaults_fill_only_what_the_resource_leaves_out() -> None:
+    defaults = JobDefaults.model_validate(
+        {
+            "storage": {"endpoint": "http://minio:9000", "secretRef": {"name": "s3"}},
+            "template": {
+                "image": "registry.local/kubemr:1",
+                "serviceAccountName": "kubemr-worker",
+                "resources": {"requests": {"cpu": "1"}},
+                "nodeSelector": {"pool": "batch"},
+                "tolerations": [{"key": "batch", "operator": "Exists"}],
+            },
+        }
+    )
+    bare = defaults.apply(spec())
+    assert bare.storage.endpoint == "http://minio:9000"
+    assert bare.storage.secret_ref is not None and bare.storage.secret_ref.name == "s3"
+    assert bare.storage.region is None
+    assert bare.worker_image() == "registry.local/kubemr:1"
+    assert bare.template.service_account_name == "kubemr-worker"
+    assert bare.template.resources.requests == {"cpu": "1"}
+    assert bare.template.node_selector == {"pool": "batch"}
+    assert [t.key for t in bare.template.tolerations] == ["batch"]
+    assert bare.template.command == ["kubemr"]  # not a default of the installation's
+
+    own = defaults.apply(
+        spec(
+            storage={"endpoint": "https://s3.example", "region": "eu-west-1"},
+            template={
+                "image": "mine:2",
+                "resources": {"limits": {"memory": "1Gi"}},
+                "nodeSelector": {"pool": "mine"},
+            },
+        )
+    )
+    assert own.storage.endpoint == "https://s3.example"  # the resource's own wins
+    assert own.storage.region == "eu-west-1"
+    assert own.storage.secret_ref is not None and own.storage.secret_ref.name == "s3"
+    assert own.worker_image() == "mine:2"
+    assert own.template.resources.requests == {} and own.template.resources.limits
+    assert own.template.node_selector == {"pool": "mine"}
+    # No defaults: the spec as it is, with the built-in image.
+    assert JobDefaults().apply(spec()) == spec()
+    assert spec().worker_image() == KUBEMR_IMAGE
+
+
+def test_job_defaults_never_hold_a_secret() -> None:
+    with pytest.raises(ValidationError):
+        JobDefaults.model_validate({"storage": {"accessKey": "x"}})
 
 
 def test_shared_settings_are_defined_once() -> None:
@@ -494,7 +545,8 @@ def test_crd_schema_keeps_descriptions_defaults_and_constraints() -> None:
     assert props["memory"]["x-kubernetes-int-or-string"] is True
     assert props["memory"]["minimum"] == 64 << 10
     assert props["workers"]["default"] == {"min": 0, "max": 8, "maxPending": 2}
-    assert props["template"]["properties"]["image"]["default"] == KUBEMR_IMAGE
+    # No schema default: the installation's job defaults, then KUBEMR_IMAGE, fill it in.
+    assert "default" not in props["template"]["properties"]["image"]
     assert props["template"]["properties"]["affinity"]["x-kubernetes-preserve-unknown-fields"]
     for path, node in walk(root):
         if path.startswith((".spec", ".status")) and not path.endswith(("[]", "[*]")):

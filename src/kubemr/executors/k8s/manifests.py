@@ -144,7 +144,7 @@ def pod_spec(
     env.extend(e.to_resource() for e in template.env)
     container: dict[str, Any] = {
         "name": CONTAINER,
-        "image": template.image,
+        "image": spec.worker_image(),
         "args": worker_args(stage, work_url),
         "env": env,
         "terminationMessagePolicy": "FallbackToLogsOnError",
