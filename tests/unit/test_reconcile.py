@@ -47,6 +47,7 @@ from kubemr.spec import (
     MAX_COUNTER_GROUPS,
     MAX_COUNTERS_PER_GROUP,
     MAX_STEPS,
+    JobDefaults,
     MapReduceJobStatus,
 )
 
@@ -649,6 +650,71 @@ def test_suspend_and_resume_the_running_wave() -> None:
     cond = conditions(out)["Suspended"]
     assert cond["status"] == "False" and cond["reason"] == "Resumed"
     assert "Resumed" in {e.reason for e in out.events}
+
+
+def test_cancel_stops_the_running_wave_and_fails_the_job() -> None:
+    res = planned()
+    res["spec"]["cancel"] = True
+    res["metadata"]["generation"] = 2
+    j = job("map-0", 10, completed="0-3", active=2)
+    out = reconcile(res, [j], [pod("map-0", 4), pod("map-0", 5)], NOW)
+    assert out.of(SuspendJob) == [SuspendJob("wc-map-0", True)]  # its pods stop
+    assert not out.of(CreateJob)
+    status = out.status
+    assert status is not None
+    assert status["phase"] == "Failed"
+    assert status["failure"]["reason"] == "Cancelled"
+    assert "spec.cancel" in status["failure"]["message"]
+    assert status["progress"] == "4/10"
+    failed = conditions(out)["Failed"]
+    assert failed["status"] == "True" and failed["reason"] == "Cancelled"
+    # It stays cancelled: clearing the flag does not bring it back.
+    res = with_status(res, out)
+    res["spec"]["cancel"] = False
+    again = reconcile(res, [j], [], later(5))
+    assert not again.job_actions
+    assert again.status is not None and again.status["phase"] == "Failed"
+
+
+def test_cancel_before_planning_creates_nothing() -> None:
+    out = reconcile(resource({"cancel": True}), [], [], NOW)
+    assert not out.job_actions
+    assert out.status is not None and out.status["failure"]["reason"] == "Cancelled"
+
+
+def test_cancel_after_the_commit_finished_is_too_late() -> None:
+    res = planned()
+    res["spec"]["cancel"] = True
+    jobs = [
+        job("map-0", 10, completed="0-9", completion=NOW),
+        job("reduce-0", 2, completed="0-1", completion=NOW),
+        job("commit", 1, completed="0", completion=NOW),
+    ]
+    out = reconcile(res, jobs, [], later(RESULT_GRACE_SECONDS + 1))
+    assert out.status is not None and out.status["phase"] == "Succeeded"
+
+
+def test_installation_defaults_reach_the_stage_job() -> None:
+    defaults = JobDefaults.model_validate(
+        {
+            "storage": {"endpoint": "http://minio:9000", "secretRef": {"name": "s3"}},
+            "template": {"image": "registry.local/kubemr:9", "serviceAccountName": "workers"},
+        }
+    )
+    out = reconcile(resource(), [], [], NOW, defaults=defaults)
+    (create,) = out.of(CreateJob)
+    pod_spec = create.manifest["spec"]["template"]["spec"]
+    container = pod_spec["containers"][0]
+    assert container["image"] == "registry.local/kubemr:9"
+    assert container["envFrom"] == [{"secretRef": {"name": "s3"}}]
+    assert {"name": "AWS_ENDPOINT_URL_S3", "value": "http://minio:9000"} in container["env"]
+    assert pod_spec["serviceAccountName"] == "workers"
+    # The resource's own values win.
+    own = resource({"template": {"image": "mine:1"}, "storage": {"endpoint": "http://s3:1"}})
+    (create,) = reconcile(own, [], [], NOW, defaults=defaults).of(CreateJob)
+    container = create.manifest["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "mine:1"
+    assert {"name": "AWS_ENDPOINT_URL_S3", "value": "http://s3:1"} in container["env"]
 
 
 def test_a_stage_started_while_suspended_is_created_suspended() -> None:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
+from pydantic import ValidationError
+
+from kubemr.spec import JobDefaults
 
 
 class LogFormat(StrEnum):
@@ -22,6 +27,22 @@ def _address(value: str) -> tuple[str, int] | None:
     return host or "0.0.0.0", int(port)
 
 
+def _job_defaults(path: Path | None) -> JobDefaults:
+    if path is None:
+        return JobDefaults()
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+        return JobDefaults.model_validate(data)
+    except (OSError, yaml.YAMLError) as exc:
+        raise typer.BadParameter(f"{path}: {exc}", param_hint="--job-defaults") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top)"
+        raise typer.BadParameter(
+            f"{path}: {where}: {err['msg']}", param_hint="--job-defaults"
+        ) from None
+
+
 def controller(
     kubeconfig: Annotated[
         str | None,
@@ -32,9 +53,19 @@ def controller(
     ] = None,
     context: Annotated[str | None, typer.Option(help="Kubeconfig context to use.")] = None,
     namespace: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
-            "--namespace", "-n", help="Watch MapReduceJobs of this namespace only (default: all)."
+            "--namespace",
+            "-n",
+            help="Watch MapReduceJobs of this namespace only; repeat for several (default: all).",
+        ),
+    ] = None,
+    job_defaults: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML file of the installation's job defaults (storage endpoint, region and "
+            "Secret name; worker image, service account, resources, node selector, "
+            "tolerations), applied where a MapReduceJob leaves them out."
         ),
     ] = None,
     leader_elect: Annotated[
@@ -68,7 +99,8 @@ def controller(
     options = Options(
         kubeconfig=kubeconfig,
         context=context,
-        namespace=namespace,
+        namespaces=tuple(dict.fromkeys(namespace or ())),
+        job_defaults=_job_defaults(job_defaults),
         leader_elect=leader_elect,
         lease_namespace=lease_namespace,
         health_address=_address(health_address),

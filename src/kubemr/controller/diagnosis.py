@@ -31,6 +31,7 @@ UNSCHEDULABLE = "Unschedulable"
 PENDING_DEADLINE = "PendingDeadlineExceeded"
 TASK_FAILED = "TaskFailed"
 JOB_NAME_TAKEN = "JobNameTaken"
+CANCELLED = "Cancelled"
 
 _EXIT_REASONS = {
     termination.EXIT_BAD_INPUT: termination.BAD_INPUT,

@@ -10,7 +10,7 @@ The controller never reads the job's storage and never unpickles anything: what 
 of a stage comes from Job status and pod termination messages.
 
 Example:
-    sys.exit(run(Options(namespace="team-a", leader_elect=False)))
+    sys.exit(run(Options(namespaces=("team-a",), leader_elect=False)))
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -68,6 +68,7 @@ from kubemr.executors.k8s.api import (
     PermissionDenied,
 )
 from kubemr.executors.k8s.manifests import GROUP, KIND, LABEL_JOB, PLURAL, VERSION
+from kubemr.spec import JobDefaults
 
 log = logging.getLogger("kubemr.controller")
 
@@ -88,7 +89,7 @@ class Options:
 
     kubeconfig: str | None = None
     context: str | None = None
-    namespace: str | None = None  # None: every namespace
+    namespaces: tuple[str, ...] = ()  # none: every namespace
     leader_elect: bool = True
     lease_namespace: str = "kubemr-system"
     lease_name: str = LEASE_NAME
@@ -96,6 +97,31 @@ class Options:
     log_format: LogFormat = "json"
     log_level: str = "INFO"
     workers: int = 2
+    job_defaults: JobDefaults = field(default_factory=JobDefaults)
+
+    @property
+    def scopes(self) -> tuple[str | None, ...]:
+        """The namespaces watched, None standing for all of them."""
+        return self.namespaces or (None,)
+
+
+class ByNamespace:
+    """One informer per watched namespace (or one for all), found by a key's namespace."""
+
+    def __init__(self, informers: dict[str | None, Informer]) -> None:
+        self.informers = informers
+
+    def of(self, key: str) -> Informer | None:
+        namespace, _ = split_key(key)
+        return self.informers.get(namespace) or self.informers.get(None)
+
+    def get(self, key: str) -> Obj | None:
+        informer = self.of(key)
+        return informer.get(key) if informer is not None else None
+
+    def by_index(self, index: str, key: str) -> list[Obj]:
+        informer = self.of(key)
+        return informer.by_index(index, key) if informer is not None else []
 
 
 def load_api_client(kubeconfig: str | None, context: str | None) -> client.ApiClient:
@@ -115,12 +141,13 @@ class JobController:
     def __init__(
         self,
         api: ControllerApi,
-        resources: Informer,
-        jobs: Informer,
-        pods: Informer,
+        resources: Informer | ByNamespace,
+        jobs: Informer | ByNamespace,
+        pods: Informer | ByNamespace,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         metrics: Metrics | None = None,
+        defaults: JobDefaults | None = None,
     ) -> None:
         self.api = api
         self.resources = resources
@@ -128,6 +155,7 @@ class JobController:
         self.pods = pods
         self.clock = clock
         self.metrics = metrics
+        self.defaults = defaults or JobDefaults()
         # When this process last scaled a Job, until the cache shows the annotation.
         self._scaled: dict[tuple[str, str], datetime] = {}
         # The resourceVersion each resource had when this process last wrote its status:
@@ -153,6 +181,7 @@ class JobController:
             self.pods.by_index(OWNER_INDEX, key),
             now,
             self._last_scaled(namespace or "", now),
+            self.defaults,
         )
         try:
             return self.apply(resource, outcome, now)
@@ -262,15 +291,25 @@ def build(options: Options, api_client: Any | None = None) -> Controller:
     api = ControllerApi(ClientTransport(api_client), instance=identity)
     preflight(api, options)
 
-    ns = options.namespace
-    resources = Informer(raw, MAP_REDUCE_JOBS, namespace=ns)
     selector = LABEL_JOB  # the label exists: a Job or pod of some MapReduceJob
-    jobs = Informer(raw, JOBS, namespace=ns, label_selector=selector)
-    pods = Informer(raw, PODS, namespace=ns, label_selector=selector)
     owner = label_keys(LABEL_JOB)
-    jobs.add_index(OWNER_INDEX, owner)
-    pods.add_index(OWNER_INDEX, owner)
-    reconciler = JobController(api, resources, jobs, pods, metrics=metrics)
+    resources: dict[str | None, Informer] = {}
+    jobs: dict[str | None, Informer] = {}
+    pods: dict[str | None, Informer] = {}
+    for ns in options.scopes:
+        resources[ns] = Informer(raw, MAP_REDUCE_JOBS, namespace=ns)
+        jobs[ns] = Informer(raw, JOBS, namespace=ns, label_selector=selector)
+        pods[ns] = Informer(raw, PODS, namespace=ns, label_selector=selector)
+        jobs[ns].add_index(OWNER_INDEX, owner)
+        pods[ns].add_index(OWNER_INDEX, owner)
+    reconciler = JobController(
+        api,
+        ByNamespace(resources),
+        ByNamespace(jobs),
+        ByNamespace(pods),
+        metrics=metrics,
+        defaults=options.job_defaults,
+    )
 
     elector = None
     if options.leader_elect:
@@ -282,25 +321,27 @@ def build(options: Options, api_client: Any | None = None) -> Controller:
         metrics=metrics,
         health_address=options.health_address,
     )
-    controller.watch(resources, own_key)
-    controller.watch(jobs, owner)
-    controller.watch(pods, owner)
+    for ns in options.scopes:
+        controller.watch(resources[ns], own_key)
+        controller.watch(jobs[ns], owner)
+        controller.watch(pods[ns], owner)
     return controller
 
 
 def preflight(api: ControllerApi, options: Options) -> None:
     """Fail at start, with a message saying what to do, when the CRD is missing or the
     controller may not list its resources; warn about any other right it lacks."""
-    api.check_crd(options.namespace)
+    for ns in options.scopes:
+        api.check_crd(ns)
     try:
-        missing = api.missing_rights(options.namespace)
+        missing = [r for ns in options.scopes for r in api.missing_rights(ns)]
         if options.leader_elect:
             missing += api.missing_rights(options.lease_namespace, LEASE_RIGHTS)
     except KubeError as exc:  # the review API itself refused: go on, errors will tell
         log.warning("could not check the controller's rights", extra={"error": str(exc)})
         return
     if missing:
-        where = f"namespace {options.namespace}" if options.namespace else "all namespaces"
+        where = ", ".join(options.namespaces) if options.namespaces else "all namespaces"
         log.error(
             "the controller lacks rights it needs; apply manifests/rbac.yaml",
             extra={"missing": [str(r) for r in missing], "scope": where},
@@ -324,7 +365,7 @@ def run(options: Options) -> int:
     log.info(
         "starting",
         extra={
-            "namespace": options.namespace or "(all)",
+            "namespaces": list(options.namespaces) or "(all)",
             "leader_elect": options.leader_elect,
             "workers": options.workers,
         },

@@ -58,6 +58,7 @@ from kubemr.controller.conditions import (
     is_true,
 )
 from kubemr.controller.diagnosis import (
+    CANCELLED,
     DEADLINE,
     INVALID_PLAN,
     INVALID_SPEC,
@@ -101,6 +102,7 @@ from kubemr.executors.k8s.manifests import (
     stage_job,
 )
 from kubemr.spec import (
+    JobDefaults,
     MapReduceJobSpec,
     PlanSummary,
     ResultSummary,
@@ -125,6 +127,7 @@ def reconcile(
     pods: Iterable[Obj],
     now: datetime,
     last_scaled: Mapping[str, datetime] | None = None,
+    defaults: JobDefaults | None = None,
 ) -> Outcome:
     """The actions and status for one ``MapReduceJob``, from what is observed now.
 
@@ -138,8 +141,11 @@ def reconcile(
             name: covers an informer cache that has not seen the
             :data:`~kubemr.controller.actions.SCALED_AT` annotation yet. The annotation
             is the durable record.
+        defaults: the installation's job defaults, filled in where the spec is silent.
     """
-    return _Reconcile(resource, list(jobs), list(pods), now, last_scaled or {}).run()
+    return _Reconcile(
+        resource, list(jobs), list(pods), now, last_scaled or {}, defaults or JobDefaults()
+    ).run()
 
 
 @dataclass
@@ -149,6 +155,7 @@ class _Reconcile:
     pods: list[Obj]
     now: datetime
     last_scaled: Mapping[str, datetime]
+    defaults: JobDefaults
     actions: list[Action] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     timers: list[float] = field(default_factory=list)
@@ -183,7 +190,7 @@ class _Reconcile:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"]) or "spec"
             return self.fail(Failure(INVALID_SPEC, f"spec.{where}: {err['msg']}"), None)
-        self.spec = spec
+        spec = self.spec = self.defaults.apply(spec)
         work_url = spec.work_dir or default_work_dir(
             spec.output, self.namespace, self.name, self.uid
         )
@@ -207,6 +214,9 @@ class _Reconcile:
             self.name, stages, self.own, self.prev.waves, self.now
         )
         decision = decide(shapes, observed)
+        if spec.cancel and decision.action != "done":
+            cancelled = Failure(CANCELLED, "spec.cancel is true: the job was stopped")
+            return self.fail(cancelled, decision.stage)
 
         deadline_failure = self.check_deadline(decision.action in ("done", "failed"))
         if deadline_failure is not None:
