@@ -32,6 +32,8 @@ def read_all(path: str, split_size: int, fmt: str = TEXT, chunk_bytes: int = 1 <
 
 
 def expected_lines(text: str) -> list[str]:
+    # A byte-order mark opening a file is not part of its first line.
+    text = text.removeprefix("\ufeff")
     lines = text.replace("\r\n", "\n").split("\n")
     if lines and lines[-1] == "":
         lines.pop()
