@@ -101,6 +101,17 @@ def test_node_is_ready(kube) -> None:
     assert ready and all(s == "True" for s in ready)
 
 
+def test_api_server_reports_the_kubernetes_release_it_is_built_from(kube) -> None:
+    """As a release does: tools such as Helm check it against a chart's kubeVersion."""
+    with open(os.path.join(ROOT, "tools", "kubestack", "go.mod")) as fh:
+        built_from = next(
+            line.split()[1] for line in fh if line.strip().startswith("k8s.io/kubernetes v")
+        )
+    info = client.VersionApi(kube.api_client()).get_code()
+    assert info.git_version == built_from
+    assert (info.major, info.minor) == tuple(built_from[1:].split(".")[:2])
+
+
 def test_indexed_job_runs_each_index_once_within_parallelism(kube, ns) -> None:
     api = kube.api_client()
     batch = client.BatchV1Api(api)
@@ -507,6 +518,36 @@ def test_secret_config_map_downward_and_empty_dir_volumes(kube, ns) -> None:
     assert out["etc_hosts"]  # the rest of the host's files are still there
     for path in ("/etc/creds", "/etc/settings", "/etc/podinfo", "/scratch", "/mem"):
         assert not os.path.exists(path), path  # nothing made on the host
+
+
+def test_an_empty_dir_over_tmp_hides_no_other_volume(kube, ns) -> None:
+    """A read-only root with a writable /tmp, as hardened pods have it: the emptyDir at
+    /tmp must not hide the sources of the other volumes (the node's own state may live
+    under /tmp) nor the directory where missing mount points are staged."""
+    core = client.CoreV1Api(kube.api_client())
+    core.create_namespaced_config_map(ns, {"metadata": {"name": "conf"}, "data": {"k": "v"}})
+    volumes = [
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "conf", "configMap": {"name": "conf"}},
+        {"name": "inner", "emptyDir": {}},
+    ]
+    mounts = [
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "conf", "mountPath": "/etc/kubemr-test-conf", "readOnly": True},
+        {"name": "inner", "mountPath": "/tmp/inner"},
+    ]
+    code = (
+        "import json, os\n"
+        "open('/tmp/inner/x', 'w').write('1')\n"
+        "print(json.dumps({'conf': open('/etc/kubemr-test-conf/k').read(),\n"
+        "                  'tmp': sorted(os.listdir('/tmp'))}))\n"
+    )
+    terminated, log = run_pod(
+        core, ns, "tmpfirst", code, volumes=volumes, container={"volumeMounts": mounts}
+    )
+    out = parse_json_log(terminated, log)
+    assert out == {"conf": "v", "tmp": ["inner"]}
+    assert not os.path.exists("/etc/kubemr-test-conf")
 
 
 def test_missing_secret_volume_waits_for_the_secret(kube, ns) -> None:

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // initSpec is what the node hands `kubestack pod-init`: how to set up the pod's view of
@@ -43,6 +45,8 @@ type initMount struct {
 	ReadOnly bool   `json:"readOnly,omitempty"`
 	// TmpfsSize is the tmpfs size in bytes; 0 leaves the kernel default.
 	TmpfsSize int64 `json:"tmpfsSize,omitempty"`
+	// origin is Source as given, once Source is a /proc/self/fd link to it.
+	origin string
 }
 
 // Exit codes of pod-init itself, when the command never ran. The node reports them
@@ -214,12 +218,61 @@ func setUpNamespaces(spec *initSpec) error {
 		}
 	}
 	m := &mounter{stage: spec.Stage, podDir: spec.PodDir}
-	for _, mnt := range spec.Mounts {
+	mounts, err := openSources(spec.Mounts)
+	if err != nil {
+		return err
+	}
+	for _, mnt := range hidingLast(mounts, spec.PodDir) {
 		if err := m.mount(mnt); err != nil {
 			return fmt.Errorf("mounting %s: %w", mnt.Target, err)
 		}
 	}
 	return nil
+}
+
+// openSources opens every bind source before anything is mounted and names it by its
+// /proc/self/fd link from then on: a mount may hide the path of another's source (an
+// emptyDir at /tmp hides a node state directory under /tmp). The descriptors are
+// close-on-exec, so the command never sees them.
+func openSources(mounts []initMount) ([]initMount, error) {
+	out := make([]initMount, len(mounts))
+	for i, mnt := range mounts {
+		out[i] = mnt
+		if mnt.Source == "" {
+			continue
+		}
+		fd, err := syscall.Open(mnt.Source, unix.O_PATH|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("mounting %s: opening %s: %w", mnt.Target, mnt.Source, err)
+		}
+		out[i].origin = mnt.Source
+		out[i].Source = fmt.Sprintf("/proc/self/fd/%d", fd)
+	}
+	return out, nil
+}
+
+// hidingLast moves the mounts that would hide the pod's own directory (where shadowing
+// stages its tmpfs), and those inside them, after all others, keeping their order.
+func hidingLast(mounts []initMount, podDir string) []initMount {
+	if podDir == "" {
+		return mounts
+	}
+	var first, last []initMount
+	var hiding []string
+	for _, mnt := range mounts {
+		target := filepath.Clean(mnt.Target)
+		inside := isUnder(podDir, target)
+		for _, h := range hiding {
+			inside = inside || isUnder(target, h)
+		}
+		if inside {
+			hiding = append(hiding, target)
+			last = append(last, mnt)
+		} else {
+			first = append(first, mnt)
+		}
+	}
+	return append(first, last...)
 }
 
 // mounter makes the pod's mounts. A mount point that does not exist on the host
@@ -279,7 +332,11 @@ func (m *mounter) mount(mnt initMount) error {
 			return fmt.Errorf("making it read-only: %w", err)
 		}
 	}
-	owned := mnt.Source == "" || (m.podDir != "" && isUnder(mnt.Source, m.podDir))
+	origin := mnt.origin
+	if origin == "" {
+		origin = mnt.Source
+	}
+	owned := mnt.Source == "" || (m.podDir != "" && isUnder(origin, m.podDir))
 	m.record(target, owned && isDir)
 	return nil
 }
