@@ -30,3 +30,8 @@ def built_binary(env_var: str, script: str) -> str:
         timeout=3600,
     )
     return out.stdout.strip().splitlines()[-1]
+
+
+def helm_binary() -> str:
+    """``$KUBEMR_HELM_BIN``, or the Helm that ``scripts/install-helm`` builds or reuses."""
+    return built_binary("KUBEMR_HELM_BIN", "install-helm")

@@ -601,6 +601,19 @@ def test_committed_crd_matches_the_models() -> None:
     )
 
 
+def test_the_charts_crd_is_the_committed_one() -> None:
+    """Helm installs charts/kubemr/crds/ as it is: the same bytes as `kubemr crd`."""
+    chart_crd = os.path.join(ROOT, "charts", "kubemr", "crds", "mapreducejobs.kubemr.dev.yaml")
+    with open(chart_crd) as fh:
+        text = fh.read()
+    assert text == crd_yaml(), (
+        "charts/kubemr/crds/ differs from the models in kubemr.spec: regenerate it with "
+        "scripts/render-manifests"
+    )
+    with open(COMMITTED_CRD) as fh:
+        assert fh.read() == text
+
+
 def test_crd_command_prints_yaml_or_json() -> None:
     cli = CliRunner()
     result = cli.invoke(app, ["crd"])
