@@ -30,6 +30,10 @@ SPEC_ENV = "KUBEMR_SPEC"
 """The plan pod reads the resource's spec from this variable (it has no API access)."""
 
 CONTAINER = "worker"
+SCRATCH_VOLUME = "scratch"
+SCRATCH_DIR = "/var/tmp/kubemr"
+WORKER_UID = 10001
+"""The image's user (Dockerfile ``USER 10001``): worker pods run as it."""
 
 
 def job_name(resource_name: str, stage: Stage) -> str:
@@ -133,6 +137,7 @@ def pod_spec(
         env.append({"name": "AWS_ENDPOINT_URL_S3", "value": spec.storage.endpoint})
     if spec.storage.region:
         env.append({"name": "AWS_REGION", "value": spec.storage.region})
+    env.append({"name": "TMPDIR", "value": SCRATCH_DIR})
     env.append(
         {"name": "KUBEMR_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
     )
@@ -150,8 +155,13 @@ def pod_spec(
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
         },
+        # Spill files and temporary copies: the only place a worker writes locally
+        # ($TMPDIR). Not /tmp itself, so that a node path under /tmp given as shared
+        # storage (a hostPath-like mount, a test cluster's files) stays visible.
+        "volumeMounts": [{"name": SCRATCH_VOLUME, "mountPath": SCRATCH_DIR}],
     }
     if template.command is not None:
         container["command"] = list(template.command)
@@ -166,7 +176,16 @@ def pod_spec(
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,  # workers never talk to the API server
         "terminationGracePeriodSeconds": 30,
+        # The restricted Pod Security Standard; the image's user, made explicit so that
+        # an image built FROM a root base still runs unprivileged.
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": WORKER_UID,
+            "runAsGroup": WORKER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "containers": [container],
+        "volumes": [{"name": SCRATCH_VOLUME, "emptyDir": {}}],
     }
     if template.service_account_name:
         pod["serviceAccountName"] = template.service_account_name
