@@ -5,24 +5,16 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from enum import StrEnum
-from typing import Annotated, get_args
+from typing import Annotated
 
 import typer
 
 from kubemr import api, spec
+from kubemr.cli.choices import InputFormat, OutputFormat
+from kubemr.cli.exits import ExitCode, for_signal
 from kubemr.errors import Interrupted, JobFailed, KubemrError
 from kubemr.loader import load_job_class
 from kubemr.sizes import format_size
-
-
-def _choices(name: str, literal: object) -> type[StrEnum]:
-    """A typer choice from a Literal of kubemr.spec, where the choices are defined."""
-    return StrEnum(name, {value: value for value in get_args(literal)})  # type: ignore[return-value]
-
-
-InputFormat = _choices("InputFormat", spec.InputFormat)
-OutputFormat = _choices("OutputFormat", spec.OutputFormat)
 
 
 def _help(name: str) -> str:
@@ -114,15 +106,15 @@ def run(
     except JobFailed as exc:
         typer.echo(f"kubemr: job failed: {exc}", err=True)
         typer.echo("kubemr: no _SUCCESS was written; the output is incomplete.", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(ExitCode.JOB_FAILED) from None
     except KubemrError as exc:
         typer.echo(f"kubemr: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
     except KeyboardInterrupt as exc:
         signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
         name = signal.Signals(signum).name
         typer.echo(f"kubemr: stopped by {name}; no _SUCCESS was written.", err=True)
-        raise typer.Exit(128 + signum) from None
+        raise typer.Exit(for_signal(signum)) from None
     if json_output:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     if not quiet:
