@@ -21,19 +21,24 @@ STAGING = "_temporary"
 """Where, under the output directory, tasks write the parts the owning run publishes."""
 
 
-def effective_split_size(total_bytes: int, split_size: int, workers: int, auto: bool) -> int:
+def effective_split_size(
+    total_bytes: int, split_size: int, workers: int, auto: bool, *, costly_tasks: bool = False
+) -> int:
     """The split size to use.
 
-    With the default (``auto``), the number of splits is rounded up to a multiple of the
-    worker count, so the last round of map tasks keeps every worker busy; small inputs
-    get one split per worker.
+    With the default (``auto``), the number of splits is a multiple of the worker count,
+    so the last round of map tasks keeps every worker busy; small inputs get one split
+    per worker. It is rounded up where a task costs little to start (a process of a
+    local pool), and down where each costs a second or two (a pod: its scheduling,
+    process start and the Job controller's bookkeeping), giving fewer, larger tasks.
     """
     if split_size <= 0:
         return 0
     if not auto or workers <= 1 or total_bytes == 0:
         return split_size
     count = max(1, math.ceil(total_bytes / split_size))
-    count = math.ceil(count / workers) * workers
+    rounds = count // workers if costly_tasks else math.ceil(count / workers)
+    count = max(1, rounds) * workers
     return max(math.ceil(total_bytes / count), MIN_AUTO_SPLIT)
 
 

@@ -201,7 +201,9 @@ class Planner:
         *,
         split_size: int | None,
         parallelism: int,
+        costly_tasks: bool = False,
     ) -> None:
+        self.costly_tasks = costly_tasks
         self.job_cls = job_cls
         self.plan = plan
         self.inputs = inputs
@@ -239,6 +241,7 @@ class Planner:
             DEFAULT_SPLIT_SIZE if self.split_size is None else self.split_size,
             self.parallelism,
             auto=self.split_size is None,
+            costly_tasks=self.costly_tasks,
         )
         headers = {}
         if plan.input_format == CSV:

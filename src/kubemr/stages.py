@@ -96,7 +96,13 @@ def plan_stage(plan_input: dict[str, Any]) -> dict[str, Any]:
         "warnings": warnings,
     }
     planner = Planner(
-        job_cls, plan, inputs, options, split_size=spec.split_size, parallelism=parallelism
+        job_cls,
+        plan,
+        inputs,
+        options,
+        split_size=spec.split_size,
+        parallelism=parallelism,
+        costly_tasks=True,  # each task is a pod
     )
     planner.check_output(spec.inputs)
     claim = OutputClaim(plan.output_url, job_id, options, owner=owner)
