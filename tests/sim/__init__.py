@@ -1,0 +1,1 @@
+"""A simulated Kubernetes cluster that drives the controller's reconcile at scale."""
