@@ -471,10 +471,10 @@ class WorkerRange(_Model):
     max: int = Field(8, ge=1, strict=True, description="Most pods a wave runs at once.")
     max_pending: int = Field(
         2,
-        ge=0,
+        ge=1,
         strict=True,
         description="Pods asked for beyond those ready, so that a wave never queues more pods "
-        "than the cluster is starting.",
+        "than the cluster is starting (at least 1: a wave grows only by asking).",
     )
 
     @model_validator(mode="after")

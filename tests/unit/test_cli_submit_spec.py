@@ -61,7 +61,7 @@ def test_every_flag_lands_in_its_field() -> None:
                 output_format="tsv", max_attempts=5, skip_bad_records=2, overwrite=True,
                 params=["k=v", "empty="], work_dir="s3://b/work", s3_endpoint="http://m:9000",
                 s3_region="eu-west-1", storage_secret="s3", workers_min=1, workers_max=3,
-                workers_max_pending=0, image="reg/kubemr:1", image_pull_policy="Never",
+                workers_max_pending=1, image="reg/kubemr:1", image_pull_policy="Never",
                 worker_command="python -m kubemr", env=["A=1"], requests=["cpu=1"],
                 limits=["memory=2Gi"], service_account="runner", active_deadline="1h30m",
                 pending_deadline="5m", ttl_after_finished="1d",
@@ -76,7 +76,7 @@ def test_every_flag_lands_in_its_field() -> None:
     assert spec.work_dir == "s3://b/work"
     assert spec.storage.endpoint == "http://m:9000" and spec.storage.region == "eu-west-1"
     assert spec.storage.secret_ref is not None and spec.storage.secret_ref.name == "s3"
-    assert (spec.workers.min, spec.workers.max, spec.workers.max_pending) == (1, 3, 0)
+    assert (spec.workers.min, spec.workers.max, spec.workers.max_pending) == (1, 3, 1)
     template = spec.template
     assert template.image == "reg/kubemr:1" and template.image_pull_policy == "Never"
     assert template.command == ["python", "-m", "kubemr"]

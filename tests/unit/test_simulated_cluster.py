@@ -234,13 +234,10 @@ def test_a_job_that_cannot_end_in_time_is_reported_starved() -> None:
 
 
 # -- product bugs the simulator shows --------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="workers.maxPending=0 never grows a wave past one pod: scaling.scale caps growth "
-    "at ready + maxPending, and no more pods can be ready than were asked for",
-)
-def test_max_pending_zero_still_grows_the_wave_on_an_empty_cluster() -> None:
-    sim = Simulation(one_job(maps=60, workers=Workers(0, 10, 0)), Invariants(strict=False))
+def test_max_pending_one_grows_the_wave_on_an_empty_cluster() -> None:
+    # maxPending 0 could never grow a wave (no more pods are ready than were asked for):
+    # the spec refuses it (tests/unit/test_spec.py).
+    sim = Simulation(one_job(maps=60, workers=Workers(0, 10, 1)), Invariants(strict=False))
     report = sim.run()
     assert report.peak_wave_pods == 10, report.peak_wave_pods
     clean(report)

@@ -188,8 +188,8 @@ def test_camel_case_round_trip() -> None:
 
 
 def test_snake_case_names_are_accepted_too() -> None:
-    s = spec(split_size="1Mi", max_attempts=2, workers={"max_pending": 0})
-    assert (s.split_size, s.max_attempts, s.workers.max_pending) == (1 << 20, 2, 0)
+    s = spec(split_size="1Mi", max_attempts=2, workers={"max_pending": 1})
+    assert (s.split_size, s.max_attempts, s.workers.max_pending) == (1 << 20, 2, 1)
 
 
 def test_a_null_that_differs_from_the_default_is_kept() -> None:
@@ -259,6 +259,12 @@ def test_size_pattern_follows_parse_size() -> None:
         assert not pattern.match(bad), bad
         with pytest.raises(ValueError):
             parse_size(bad)
+
+
+def test_max_pending_is_at_least_one() -> None:
+    # With 0 a wave could never grow: no more pods are ready than were asked for.
+    with pytest.raises(ValidationError, match=r"maxPending|max_pending"):
+        spec(workers={"maxPending": 0})
 
 
 def test_workers_min_must_not_exceed_max() -> None:
