@@ -47,7 +47,7 @@ from kubemr.plan import (
 )
 from kubemr.spec import JobOptions
 from kubemr.storage import ObjectInfo, StorageError, StorageOptions
-from kubemr.versions import write_job_code
+from kubemr.versions import job_sources, write_job_code
 
 DEFAULT_SPLIT_SIZE = 64 << 20
 PREFLIGHT_RECORDS = 200
@@ -219,7 +219,7 @@ class Planner:
         try the mapper on the first records. ``plan.json`` is written last: a work dir
         with one is complete."""
         plan = self.plan
-        write_job_code(plan, dump_job_class(self.job_cls), self.options)
+        write_job_code(plan, dump_job_class(self.job_cls), self.options, job_sources(self.job_cls))
         splits = self.first_splits()
         plan.steps[0].maps = len(splits)
         write_json(plan.splits_url(0), [s.to_json() for s in splits], self.options)

@@ -25,9 +25,11 @@ from kubemr.plan import Plan
 from kubemr.planning import Planner, new_plan, resolve_inputs
 from kubemr.spec import JobCode, MapReduceJobSpec
 from kubemr.storage import StorageOptions
-from kubemr.versions import mismatch
+from kubemr.versions import mismatch, remember_sources
 
 SOURCE_MODULE = "kubemr_job_source"
+SOURCE_FILE = "<job source>"
+"""The file name tracebacks give lines of inline job source (``spec.job.source``)."""
 
 
 def job_id_for(name: str, uid: str) -> str:
@@ -56,15 +58,18 @@ def load_code(code: JobCode, options: StorageOptions) -> type[MapReduce]:
             problem = mismatch(meta)
             if problem:
                 raise VersionSkew(f"the job's code was pickled by another version: {problem}")
+            remember_sources(meta.get("sources"))
         cls = cloudpickle.loads(blob)
         if not (isinstance(cls, type) and issubclass(cls, MapReduce)):
             raise JobDefinitionError(f"{code.pickle.url} does not hold a kubemr.MapReduce class")
         return cls
     module = types.ModuleType(SOURCE_MODULE)
-    module.__file__ = f"<{SOURCE_MODULE}>"
+    module.__file__ = SOURCE_FILE
+    module.__kubemr_source__ = code.source or ""  # type: ignore[attr-defined]
     sys.modules[SOURCE_MODULE] = module
+    remember_sources({SOURCE_FILE: code.source or ""})
     try:
-        exec(compile(code.source or "", "<job source>", "exec"), module.__dict__)
+        exec(compile(code.source or "", SOURCE_FILE, "exec"), module.__dict__)
     except Exception as exc:
         raise JobDefinitionError(
             f"the job's source failed to run: {type(exc).__name__}: {exc}"

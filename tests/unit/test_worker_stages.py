@@ -155,6 +155,9 @@ def test_a_failing_mapper_reports_user_code_error_and_its_log(tmp_path) -> None:
     assert code == EXIT_RETRY
     assert msg["reason"] == "UserCodeError" and "no boom" in msg["message"]
     assert "in mapper" in msg["traceback"] and "ValueError: no boom" in msg["traceback"]
+    # The line itself, though the map process never saw the source: it travels with the
+    # pickled job.
+    assert "raise ValueError('no boom')" in msg["traceback"]
     with open(msg["log"]) as fh:
         assert "no boom" in fh.read()
 

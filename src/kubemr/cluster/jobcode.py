@@ -15,7 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cloudpickle
 
@@ -24,7 +24,7 @@ from kubemr.errors import JobDefinitionError, KubemrError
 from kubemr.loader import dump_job_class, load_job_class
 from kubemr.spec import default_work_dir
 from kubemr.storage import StorageError, StorageOptions
-from kubemr.versions import runtime_versions
+from kubemr.versions import job_sources, runtime_versions
 
 META_SUFFIX = ".meta.json"
 """What :func:`kubemr.stages.load_code` reads beside a pickle."""
@@ -46,9 +46,14 @@ class PickledCode:
     class_name: str
     url: str
     """Where it goes: ``<code dir>/<sha256>.pkl``."""
+    sources: dict[str, str] = field(default_factory=dict)
+    """The job file's source, for the lines of tracebacks in pods."""
 
     def meta(self) -> bytes:
-        return json.dumps({**runtime_versions(), "sha256": self.sha256}, indent=1).encode()
+        meta = {**runtime_versions(), "sha256": self.sha256}
+        if self.sources:
+            meta["sources"] = self.sources  # type: ignore[assignment]
+        return json.dumps(meta, indent=1).encode()
 
 
 def pickle_job(ref: str, code_dir: str) -> PickledCode:
@@ -59,7 +64,7 @@ def pickle_job(ref: str, code_dir: str) -> PickledCode:
     _stable_class_ids(cloudpickle.list_registry_pickle_by_value() - before | {cls.__module__})
     blob = dump_job_class(cls)
     digest = hashlib.sha256(blob).hexdigest()
-    return PickledCode(blob, digest, cls.__name__, code_url(code_dir, digest))
+    return PickledCode(blob, digest, cls.__name__, code_url(code_dir, digest), job_sources(cls))
 
 
 def default_code_dir(output: str) -> str:
