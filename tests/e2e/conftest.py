@@ -23,6 +23,19 @@ class Cluster:
         return config.new_client_from_config(config_file=self.kubeconfig)
 
 
+@pytest.fixture(scope="module")
+def minio() -> Iterator[Any]:
+    """A MinIO server on 127.0.0.1 for the tests of one module, stopped after them."""
+    from tests.integration.minio import MinioServer, minio_binary
+
+    server = MinioServer(minio_binary())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
 @pytest.fixture(scope="session")
 def kube() -> Iterator[Cluster]:
     """A real Kubernetes control plane: kubestack, or the cluster in $KUBECONFIG when

@@ -33,6 +33,7 @@ from kubemr.executors.k8s.manifests import GROUP, KIND, LABEL_JOB, PLURAL, VERSI
 from kubemr.versions import runtime_versions
 from tests.e2e import support
 from tests.e2e.support import Cluster, ControllerProcess, kubectl, token_kubeconfig, wait_for
+from tests.e2e.test_controller import WORDCOUNT
 from tests.support import ROOT, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -44,19 +45,6 @@ BUCKET = "data"
 SECRET = "s3"
 WORKER = f"{sys.executable} -m kubemr"
 INPUT = b"a b c\nb c\nc\n" * 5  # per file, three files: a 15, b 30, c 45
-
-WORDCOUNT = """
-import re
-import kubemr
-
-class WordCount(kubemr.MapReduce):
-    combiner = kubemr.SUM
-    reducer = kubemr.SUM
-
-    def mapper(self, line):
-        for word in re.findall(r"[a-z']+", line.lower()):
-            yield word, 1
-"""
 
 FAILING = """
 import kubemr

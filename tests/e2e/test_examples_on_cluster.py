@@ -14,7 +14,6 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,16 +47,6 @@ Obj = dict[str, Any]
 
 
 # -- storage ----------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def minio() -> Iterator[Any]:
-    from tests.integration.minio import MinioServer, minio_binary
-
-    server = MinioServer(minio_binary())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @dataclass

@@ -122,18 +122,6 @@ def helm(stack: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Helm:
 
 
 @pytest.fixture(scope="module")
-def minio() -> Iterator[Any]:
-    from tests.integration.minio import MinioServer, minio_binary
-
-    server = MinioServer(minio_binary())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture(scope="module")
 def fake_worker(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("worker") / "fake_worker.py"
     path.write_text(FAKE_WORKER)
