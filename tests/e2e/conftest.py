@@ -43,7 +43,11 @@ def kube() -> Iterator[Cluster]:
     if os.environ.get("KUBEMR_E2E_USE_EXISTING") == "1" and os.environ.get("KUBECONFIG"):
         yield Cluster(os.environ["KUBECONFIG"])
         return
-    state = tempfile.mkdtemp(prefix="kubestack-")
+    # The state in a directory of its own, which a test can hide from a pod with a mount
+    # over it (as an emptyDir at /tmp would hide a state under /tmp) and nothing else.
+    parent = tempfile.mkdtemp(prefix="kubemr-e2e-")
+    state = os.path.join(parent, "kubestack")
+    os.mkdir(state)
     stack = Kubestack(kubestack_binary(), state, cpu="4", memory="8Gi")
     try:
         stack.start()
@@ -51,4 +55,4 @@ def kube() -> Iterator[Cluster]:
     finally:
         stack.stop()
         # etcd data, certificates and pod logs: nothing of the cluster outlives the session
-        shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(parent, ignore_errors=True)

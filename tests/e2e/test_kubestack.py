@@ -520,10 +520,13 @@ def test_secret_config_map_downward_and_empty_dir_volumes(kube, ns) -> None:
         assert not os.path.exists(path), path  # nothing made on the host
 
 
-def test_an_empty_dir_over_tmp_hides_no_other_volume(kube, ns) -> None:
-    """A read-only root with a writable /tmp, as hardened pods have it: the emptyDir at
-    /tmp must not hide the sources of the other volumes (the node's own state may live
-    under /tmp) nor the directory where missing mount points are staged."""
+def test_an_empty_dir_over_the_nodes_state_hides_no_other_volume(kube, ns) -> None:
+    """An emptyDir mounted over a directory that holds the node's state (as one at /tmp
+    does when the state is under /tmp) must not hide the sources of the other volumes
+    nor the directory where missing mount points are staged."""
+    if kube.stack is None:
+        pytest.skip("needs kubestack's own state directory")
+    hidden = os.path.dirname(os.path.realpath(kube.stack.state))
     core = client.CoreV1Api(kube.api_client())
     core.create_namespaced_config_map(ns, {"metadata": {"name": "conf"}, "data": {"k": "v"}})
     volumes = [
@@ -532,15 +535,16 @@ def test_an_empty_dir_over_tmp_hides_no_other_volume(kube, ns) -> None:
         {"name": "inner", "emptyDir": {}},
     ]
     mounts = [
-        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "tmp", "mountPath": hidden},
         {"name": "conf", "mountPath": "/etc/kubemr-test-conf", "readOnly": True},
-        {"name": "inner", "mountPath": "/tmp/inner"},
+        {"name": "inner", "mountPath": f"{hidden}/inner"},
     ]
     code = (
         "import json, os\n"
-        "open('/tmp/inner/x', 'w').write('1')\n"
+        f"hidden = {hidden!r}\n"
+        "open(os.path.join(hidden, 'inner', 'x'), 'w').write('1')\n"
         "print(json.dumps({'conf': open('/etc/kubemr-test-conf/k').read(),\n"
-        "                  'tmp': sorted(os.listdir('/tmp'))}))\n"
+        "                  'tmp': sorted(os.listdir(hidden))}))\n"
     )
     terminated, log = run_pod(
         core, ns, "tmpfirst", code, volumes=volumes, container={"volumeMounts": mounts}

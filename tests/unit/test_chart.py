@@ -188,7 +188,9 @@ def test_the_controller_pod_is_hardened(deployment: Obj, container: Obj) -> None
     }
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
-    assert "emptyDir" in volumes[mounts["/tmp"]["name"]]  # the one writable place
+    assert "emptyDir" in volumes[mounts["/var/tmp/kubemr"]["name"]]  # the one writable place
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    assert env["TMPDIR"] == "/var/tmp/kubemr"
     assert mounts["/etc/kubemr"]["readOnly"] is True
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
     assert deployment["spec"]["replicas"] == 1
