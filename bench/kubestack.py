@@ -53,7 +53,6 @@ from typing import Any
 
 import boto3.s3.transfer
 import psutil
-import yaml
 from kubernetes import client, config, watch
 
 from kubemr.crd import CRD_NAME
@@ -63,17 +62,20 @@ from kubemr.plan import effective_split_size
 from kubemr.planning import DEFAULT_SPLIT_SIZE
 from kubemr.sizes import parse_size
 from tests.e2e.kubestack import Kubestack, kubestack_binary
+from tests.e2e.support import (
+    SERVICE_ACCOUNT,
+    SYSTEM_NS,
+    ControllerProcess,
+    kubectl,
+    token_kubeconfig,
+)
 from tests.integration.minio import REGION, MinioServer, minio_binary
-from tests.support import free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 JOBS_FILE = os.path.join(HERE, "wordcount_jobs.py")
 RESULTS = os.path.join(HERE, "results", "kubestack.json")
 NAMESPACE = "kubemr-bench"
-SYSTEM_NS = "kubemr-system"  # manifests/rbac.yaml: the controller's ServiceAccount
-SERVICE_ACCOUNT = "kubemr-controller"
-KUBECTL = shutil.which("kubectl") or "kubectl"
 BUCKET = "bench"
 SECRET = "s3"
 POLL = 0.05  # seconds between two reads of the resource's status
@@ -355,74 +357,6 @@ def breakdown(
 
 
 # -- the cluster --------------------------------------------------------------------------
-def kubectl(kubeconfig: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [KUBECTL, "--kubeconfig", kubeconfig, *args], capture_output=True, text=True, timeout=120
-    )
-
-
-class ControllerProcess:
-    """``python -m kubemr controller`` as a subprocess, its log in a file (as the e2e
-    tests run it)."""
-
-    def __init__(self, kubeconfig: str, log_path: str) -> None:
-        self.kubeconfig = kubeconfig
-        self.log_path = log_path
-        self.health_port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_SERVICE")}
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable, "-m", "kubemr", "controller", "--kubeconfig", self.kubeconfig,
-                    "--health-address", f"127.0.0.1:{self.health_port}", "--log-format", "text",
-                ],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                start_new_session=True,
-            )  # fmt: skip
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-    def log(self) -> str:
-        with open(self.log_path, errors="replace") as fh:
-            return fh.read()
-
-
-def controller_kubeconfig(admin_kubeconfig: str, path: str) -> None:
-    """A kubeconfig with a token of the controller's ServiceAccount (TokenRequest), as the
-    ``controller_kubeconfig`` fixture of tests/e2e/test_controller.py writes it."""
-    out = kubectl(
-        admin_kubeconfig, "create", "token", SERVICE_ACCOUNT, "-n", SYSTEM_NS, "--duration=12h"
-    )
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr)
-    with open(admin_kubeconfig) as fh:
-        admin = yaml.safe_load(fh)
-    cluster = admin["clusters"][0]["cluster"]
-    kubeconfig = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "kubestack", "cluster": cluster}],
-        "users": [{"name": SERVICE_ACCOUNT, "user": {"token": out.stdout.strip()}}],
-        "contexts": [
-            {"name": "controller", "context": {"cluster": "kubestack", "user": SERVICE_ACCOUNT}}
-        ],
-        "current-context": "controller",
-    }
-    with open(path, "w") as fh:
-        yaml.safe_dump(kubeconfig, fh)
-    os.chmod(path, 0o600)
-
-
 class Stack:
     """kubestack, MinIO, the CRD and RBAC, the controller, a namespace with the storage
     Secret, and a watch of its Jobs and pods."""
@@ -466,7 +400,7 @@ class Stack:
             ),
         )
         sa_config = os.path.join(self.tmp, "controller.kubeconfig")
-        controller_kubeconfig(kubeconfig, sa_config)
+        token_kubeconfig(kubeconfig, SERVICE_ACCOUNT, SYSTEM_NS, sa_config)
         self.controller = ControllerProcess(sa_config, os.path.join(self.tmp, "controller.log"))
         self.controller.start()
         self._wait_ready()
