@@ -51,12 +51,14 @@ class Kubestack:
         self.state = state_dir
         self.capacity = {"cpu": cpu, "memory": memory, "pods": pods}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.args: dict[str, tuple[str, ...]] = {}
         self.kubeconfig = os.path.join(state_dir, "kubeconfig")
         self.serving_ca = os.path.join(state_dir, "apiserver-ca.crt")
         self.node_name = "kubestack-node"
 
     # -- processes -------------------------------------------------------------------------
     def _spawn(self, name: str, *args: str) -> None:
+        self.args[name] = args
         log = open(os.path.join(self.state, f"{name}.log"), "ab")
         self.procs[name] = subprocess.Popen(
             [self.binary, name, *args],
@@ -185,6 +187,30 @@ class Kubestack:
                 pass
             proc.wait(timeout=10)
         self.procs.clear()
+
+    # -- faults ----------------------------------------------------------------------------
+    def kill(self, name: str) -> None:
+        """SIGKILL to one component's process group, as a crash or a lost machine: no
+        chance to clean up (a killed node cannot stop its pods; their processes die
+        with its group)."""
+        proc = self.procs[name]
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)
+
+    def restart(self, name: str, timeout: float = 120) -> None:
+        """Starts a killed (or stopped) component again with the flags it first had, and
+        waits until it serves: the API server's /readyz, or the node Ready again."""
+        proc = self.procs[name]
+        if proc.poll() is None:
+            raise RuntimeError(f"kubestack {name} is still running; kill it first")
+        self._spawn(name, *self.args[name])
+        if name == "apiserver":
+            self._wait("API server /readyz", self._readyz, timeout, "apiserver")
+        elif name == "node":
+            self._wait("Ready node", self._node_ready, timeout, "node")
 
     # -- access ----------------------------------------------------------------------------
     def _write_kubeconfig(self, pki: str) -> None:

@@ -26,6 +26,7 @@ from kubernetes import client
 
 from kubemr.executors.k8s.manifests import GROUP, VERSION
 from tests.e2e import support
+from tests.e2e.datajobs import FAILING, WORDCOUNT, read_output, real_job, slowed
 from tests.e2e.support import KUBECTL, Cluster, ControllerProcess, Obj, kubectl, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -526,64 +527,7 @@ def test_ttl_after_finished_deletes_the_resource(
 
 
 # -- the real worker --------------------------------------------------------------------------
-WORDCOUNT = """
-import re
-import kubemr
-
-class WordCount(kubemr.MapReduce):
-    combiner = kubemr.SUM
-    reducer = kubemr.SUM
-
-    def mapper(self, line):
-        for word in re.findall(r"[a-z']+", line.lower()):
-            yield word, 1
-"""
-
-FAILING = """
-import kubemr
-
-class Failing(kubemr.MapReduce):
-    reducer = kubemr.SUM
-
-    def mapper(self, line):
-        if "poison" in line:
-            raise ZeroDivisionError("poisoned line: " + line.strip())
-        yield line, 1
-"""
-
-
-def real_job(name: str, tmp_path: Any, source: str, lines: list[str], **spec: Any) -> Obj:
-    """A MapReduceJob run by the real worker on files of this machine (kubestack pods are
-    processes of the host, so a local path is shared storage)."""
-    inputs = tmp_path / "in"
-    inputs.mkdir(exist_ok=True)
-    for i in range(4):
-        (inputs / f"part-{i}.txt").write_text("\n".join(lines[i::4]) + "\n")
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "MapReduceJob",
-        "metadata": {"name": name},
-        "spec": {
-            "inputs": [str(inputs / "*.txt")],
-            "output": str(tmp_path / "out"),
-            "job": {"source": source},
-            "reducers": 2,
-            "splitSize": 64,
-            "maxAttempts": 2,
-            "template": {"command": [sys.executable, "-m", "kubemr"]},
-            **spec,
-        },
-    }
-
-
-def read_output(out_dir: Any) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for part in sorted(os.listdir(out_dir)):
-        if part.startswith("part-"):
-            for line in (out_dir / part).read_text().splitlines():
-                key, value = json.loads(line)
-                counts[key] = value
-    return counts
+SLOW_WORDCOUNT = slowed(WORDCOUNT, 0.4)
 
 
 def test_real_worker_counts_words_on_local_storage(
@@ -621,12 +565,6 @@ def test_real_worker_failure_reaches_the_status(
     logs = os.listdir(os.path.join(work, "logs", "map-0", f"{index:05d}"))
     assert sorted(logs) == sorted(f"{p.metadata.name}.log" for p in pods)
     assert "after 2 attempts" in failure["message"]
-
-
-SLOW_WORDCOUNT = WORDCOUNT.replace(
-    "    def mapper(self, line):\n",
-    "    def mapper(self, line):\n        __import__('time').sleep(0.4)\n",
-)
 
 
 def test_worker_pod_deleted_mid_task_reruns_the_task(
