@@ -145,7 +145,7 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     if kind is not None:
         out["type"] = kind
     for key, value in node.items():
-        if key in _DROPPED or key in ("type", "properties", "items", "additionalProperties"):
+        if key in _DROPPED or key in _PARTS:
             continue
         if key == "default" and value is None:
             continue  # absent already means None
@@ -155,6 +155,8 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         # refuses it even when listed), while it drops a null given for a non-nullable
         # field, which leaves the field unset: None to the model either way.
         out["nullable"] = True
+    if "propertyNames" in node:
+        out.setdefault("x-kubernetes-validations", []).append(_key_rule(node["propertyNames"]))
     if kind == "object":
         _object(node, out, defs)
     elif kind == "array":
@@ -162,6 +164,19 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     elif kind is None and not out.get("x-kubernetes-int-or-string"):
         raise ValueError(f"untyped schema {node}: give the field a type")
     return _ordered(out)
+
+
+_PARTS = ("type", "properties", "items", "additionalProperties", "propertyNames")
+
+
+def _key_rule(names: dict[str, Any]) -> dict[str, str]:
+    """A map's key limits as a CEL rule: a structural schema has no ``propertyNames``."""
+    shortest, longest = names.get("minLength", 0), names["maxLength"]
+    check = f"size(k) <= {longest}" + (f" && size(k) >= {shortest}" if shortest else "")
+    return {
+        "rule": f"self.all(k, {check})",
+        "message": f"keys must be {shortest} to {longest} characters long",
+    }
 
 
 def _object(node: dict[str, Any], out: dict[str, Any], defs: dict[str, Any]) -> None:

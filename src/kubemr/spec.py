@@ -85,8 +85,35 @@ MAX_COUNTERS_PER_GROUP = 32
 MAX_COUNTER_NAME = 64
 MAX_URL = 2048
 
+# Limits of the spec's free-form fields, so that no resource is larger than a job needs and
+# the API server's CEL cost estimates stay bounded. The whole resource also stays within
+# what etcd stores (about 1.5 MiB).
+MAX_INPUTS = 256
+"""Inputs a resource may list; a glob or a directory stands for any number of files."""
+MAX_PARAMS = 64
+MAX_PARAM_KEY = 256
+MAX_TEXT = 4096
+"""A parameter's or an environment variable's value, an annotation's, a command's word."""
+MAX_ENV = 64
+MAX_LIST = 32
+"""Tolerations, command words, affinity terms and other short lists."""
+MAX_LABELS = 32
+MAX_LABEL_KEY = 317
+"""A label or annotation key: a 253-character DNS prefix, "/" and a 63-character name."""
+MAX_LABEL_VALUE = 63
+MAX_IMAGE = 1024
+MAX_QUANTITY = 64
+MAX_RESOURCES = 16
+FORBIDDEN_ANNOTATION_PREFIXES = (
+    "container.apparmor.security.beta.kubernetes.io/",
+    "seccomp.security.alpha.kubernetes.io/",
+    "container.seccomp.security.alpha.kubernetes.io/",
+)
+"""Annotations that would set a worker's AppArmor or seccomp profile (``unconfined``)
+apart from the pod's own securityContext: refused, so the hardening stays whole."""
+
 InputFormat = Literal["text", "jsonl", "csv"]
-OutputFormat = Literal["jsonl", "tsv", "text"]
+OutputFormat = Literal["jsonl", "tsv", "text", "json-value", "raw-value"]
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 Phase = Literal["Pending", "Planning", "Running", "Suspended", "Succeeded", "Failed"]
 WaveKind = Literal["plan", "map", "reduce", "commit"]
@@ -174,11 +201,15 @@ class _QuantityJsonSchema:
     def __get_pydantic_json_schema__(
         cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
-        return {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": QUANTITY_PATTERN}]}
+        string = {"type": "string", "maxLength": MAX_QUANTITY, "pattern": QUANTITY_PATTERN}
+        return {"anyOf": [{"type": "integer"}, string]}
 
 
 Quantity = Annotated[
-    str, BeforeValidator(_quantity), Field(pattern=QUANTITY_PATTERN), _QuantityJsonSchema
+    str,
+    BeforeValidator(_quantity),
+    Field(max_length=MAX_QUANTITY, pattern=QUANTITY_PATTERN),
+    _QuantityJsonSchema,
 ]
 """A Kubernetes resource quantity (``500m``, ``2Gi``, ``1``), kept as its string."""
 
@@ -223,6 +254,41 @@ def _keep_head(limit: int) -> BeforeValidator:
         return text
 
     return BeforeValidator(cut)
+
+
+def _map(entries: int, key: int, value: int) -> Any:
+    """A string-to-string map of at most ``entries`` entries, keys of at most ``key`` and
+    values of at most ``value`` characters (:mod:`kubemr.crd` turns the key limit into a
+    CEL rule, which a structural schema needs)."""
+    return dict[
+        Annotated[str, Field(min_length=1, max_length=key)],
+        Annotated[str, Field(max_length=value)],
+    ]
+
+
+_Labels = _map(MAX_LABELS, MAX_LABEL_KEY, MAX_LABEL_VALUE)
+_Annotations = _map(MAX_LABELS, MAX_LABEL_KEY, MAX_TEXT)
+_Params = _map(MAX_PARAMS, MAX_PARAM_KEY, MAX_TEXT)
+
+
+def _no_forbidden_annotations(annotations: dict[str, str]) -> dict[str, str]:
+    for key in annotations:
+        if key.startswith(FORBIDDEN_ANNOTATION_PREFIXES):
+            raise ValueError(
+                f"annotation {key!r} would change the workers' AppArmor or seccomp profile: "
+                "worker pods always run with the runtime's default profiles"
+            )
+    return annotations
+
+
+_ANNOTATION_RULE = (
+    "self.all(k, "
+    + " && ".join(f"!k.startsWith('{p}')" for p in FORBIDDEN_ANNOTATION_PREFIXES)
+    + ")",
+    "annotations must not set the workers' AppArmor or seccomp profile "
+    "(container.apparmor.security.beta.kubernetes.io/, seccomp.security.alpha.kubernetes.io/): "
+    "worker pods always run with the runtime's default profiles",
+)
 
 
 class _Model(BaseModel):
@@ -306,7 +372,9 @@ class JobOptions(_Model):
     )
     output_format: OutputFormat | None = Field(
         None,
-        description="Output format (default: the job class's OUTPUT_FORMAT, else jsonl).",
+        description=(
+            "Output format (default: the job class's OUTPUT_FORMAT or OUTPUT_PROTOCOL, else jsonl)."
+        ),
     )
     reducers: int | None = Field(
         None,
@@ -375,8 +443,11 @@ class LocalOptions(JobOptions):
 class PickledJob(_Model):
     """A job class pickled with cloudpickle and stored in object storage."""
 
-    url: str = Field(min_length=1, description="Storage URL of the cloudpickle blob.")
+    url: str = Field(
+        min_length=1, max_length=MAX_URL, description="Storage URL of the cloudpickle blob."
+    )
     sha256: str = Field(
+        max_length=64,
         pattern=_SHA256,
         description="SHA-256 of the blob (64 lowercase hex digits), checked before the worker "
         "unpickles it.",
@@ -406,6 +477,7 @@ class JobCode(_Model):
 
     module: str | None = Field(
         None,
+        max_length=MAX_IMAGE,
         pattern=_MODULE_REF,
         description="package.module:Class, importable in the worker image (the class may be "
         "left out when the module defines one job class).",
@@ -423,6 +495,7 @@ class JobCode(_Model):
     )
     class_name: str | None = Field(
         None,
+        max_length=MAX_PARAM_KEY,
         pattern=rf"^{_IDENTIFIER}$",
         description="The job class in source (default: the one MapReduce subclass defined).",
     )
@@ -447,8 +520,10 @@ class SecretRef(_Model):
 class StorageSpec(_Model):
     """How workers reach object storage; the controller itself never does."""
 
-    endpoint: str | None = Field(None, description="S3-compatible endpoint URL (default: AWS S3).")
-    region: str | None = Field(None, description="The storage region.")
+    endpoint: str | None = Field(
+        None, max_length=MAX_URL, description="S3-compatible endpoint URL (default: AWS S3)."
+    )
+    region: str | None = Field(None, max_length=64, description="The storage region.")
     secret_ref: SecretRef | None = Field(
         None,
         description="A Secret in the resource's namespace whose keys become the workers' "
@@ -484,21 +559,100 @@ class WorkerRange(_Model):
         return self
 
 
+_ResourceName = Annotated[str, Field(min_length=1, max_length=253)]
+
+
 class ResourceRequirements(_Model):
-    requests: dict[str, Quantity] = Field(
-        default_factory=dict, description="Resources the scheduler reserves (cpu, memory)."
+    requests: dict[_ResourceName, Quantity] = Field(
+        default_factory=dict,
+        max_length=MAX_RESOURCES,
+        description="Resources the scheduler reserves (cpu, memory).",
     )
-    limits: dict[str, Quantity] = Field(
-        default_factory=dict, description="Resources a worker may not exceed."
+    limits: dict[_ResourceName, Quantity] = Field(
+        default_factory=dict,
+        max_length=MAX_RESOURCES,
+        description="Resources a worker may not exceed.",
     )
+
+
+class KeyRef(_Model):
+    """A key of a Secret or ConfigMap in the resource's own namespace (a pod can name no
+    other)."""
+
+    name: str = Field(
+        max_length=253, pattern=_DNS_SUBDOMAIN, description="The Secret's or ConfigMap's name."
+    )
+    key: str = Field(
+        min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="The key."
+    )
+    optional: bool | None = Field(None, description="Whether the key may be missing.")
+
+
+class FieldRef(_Model):
+    """A field of the worker's own pod."""
+
+    api_version: str | None = Field(None, max_length=64, description="Usually v1.")
+    field_path: str = Field(
+        min_length=1, max_length=256, description="The field, e.g. metadata.name."
+    )
+
+
+class ResourceFieldRef(_Model):
+    """A request or limit of the worker container."""
+
+    container_name: str | None = Field(None, max_length=63, description="The container.")
+    resource: str = Field(
+        min_length=1, max_length=253, description="The resource, e.g. limits.memory."
+    )
+    divisor: Quantity | None = Field(None, description="The unit of the value (default 1).")
+
+
+class EnvVarSource(_Model):
+    """Where an environment variable's value comes from: exactly one source."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_rules(
+            (
+                "(has(self.secretKeyRef) ? 1 : 0) + (has(self.configMapKeyRef) ? 1 : 0)"
+                " + (has(self.fieldRef) ? 1 : 0) + (has(self.resourceFieldRef) ? 1 : 0) == 1",
+                "valueFrom takes exactly one of secretKeyRef, configMapKeyRef, fieldRef or "
+                "resourceFieldRef",
+            )
+        )
+    )
+
+    secret_key_ref: KeyRef | None = Field(
+        None, description="A key of a Secret in the resource's namespace."
+    )
+    config_map_key_ref: KeyRef | None = Field(
+        None, description="A key of a ConfigMap in the resource's namespace."
+    )
+    field_ref: FieldRef | None = Field(None, description="A field of the worker's pod.")
+    resource_field_ref: ResourceFieldRef | None = Field(
+        None, description="A request or limit of the worker container."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        given = [
+            n
+            for n in ("secret_key_ref", "config_map_key_ref", "field_ref", "resource_field_ref")
+            if getattr(self, n) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "valueFrom takes exactly one of secretKeyRef, configMapKeyRef, fieldRef or "
+                "resourceFieldRef"
+            )
+        return self
 
 
 class EnvVar(_Model):
     """A container environment variable, as in a pod spec."""
 
-    name: str = Field(min_length=1, description="The variable's name.")
-    value: str | None = Field(None, description="Its value.")
-    value_from: dict[str, Any] | None = Field(
+    name: str = Field(min_length=1, max_length=MAX_PARAM_KEY, description="The variable's name.")
+    value: str | None = Field(None, max_length=MAX_TEXT, description="Its value.")
+    value_from: EnvVarSource | None = Field(
         None,
         description="Its source (secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef), "
         "as in a pod spec.",
@@ -508,11 +662,15 @@ class EnvVar(_Model):
 class Toleration(_Model):
     """A pod toleration, as in a pod spec."""
 
-    key: str | None = Field(None, description="The taint's key (none: every taint).")
+    key: str | None = Field(
+        None, max_length=MAX_LABEL_KEY, description="The taint's key (none: every taint)."
+    )
     operator: Literal["Exists", "Equal"] | None = Field(
         None, description="Exists, or Equal to value (default: Equal)."
     )
-    value: str | None = Field(None, description="The taint's value, for Equal.")
+    value: str | None = Field(
+        None, max_length=MAX_LABEL_VALUE, description="The taint's value, for Equal."
+    )
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         None, description="The taint effect tolerated (none: every effect)."
     )
@@ -521,20 +679,139 @@ class Toleration(_Model):
     )
 
 
+# -- affinity, as in a pod spec, typed so that every part of it has a limit -----------------
+
+_Values = Annotated[
+    list[Annotated[str, Field(max_length=MAX_LABEL_KEY)]], Field(max_length=MAX_LIST)
+]
+
+
+class NodeSelectorRequirement(_Model):
+    key: str = Field(min_length=1, max_length=MAX_LABEL_KEY, description="A node label key.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"] = Field(
+        description="How the label's value is compared."
+    )
+    values: _Values | None = Field(None, description="The values compared with.")
+
+
+class NodeSelectorTerm(_Model):
+    match_expressions: list[NodeSelectorRequirement] | None = Field(
+        None, max_length=MAX_LIST, description="Requirements on node labels."
+    )
+    match_fields: list[NodeSelectorRequirement] | None = Field(
+        None, max_length=MAX_LIST, description="Requirements on node fields."
+    )
+
+
+class NodeSelector(_Model):
+    node_selector_terms: list[NodeSelectorTerm] = Field(
+        min_length=1, max_length=MAX_LIST, description="Terms, any of which a node must meet."
+    )
+
+
+class PreferredSchedulingTerm(_Model):
+    weight: int = Field(ge=1, le=100, strict=True, description="The preference's weight.")
+    preference: NodeSelectorTerm = Field(description="The nodes preferred.")
+
+
+class NodeAffinity(_Model):
+    required_during_scheduling_ignored_during_execution: NodeSelector | None = Field(
+        None, description="Nodes a worker must run on."
+    )
+    preferred_during_scheduling_ignored_during_execution: list[PreferredSchedulingTerm] | None = (
+        Field(None, max_length=MAX_LIST, description="Nodes a worker prefers.")
+    )
+
+
+class LabelSelectorRequirement(_Model):
+    key: str = Field(min_length=1, max_length=MAX_LABEL_KEY, description="A label key.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        description="How the label's value is compared."
+    )
+    values: _Values | None = Field(None, description="The values compared with.")
+
+
+class LabelSelector(_Model):
+    match_labels: _Labels | None = Field(
+        None, max_length=MAX_LABELS, description="Labels to match exactly."
+    )
+    match_expressions: list[LabelSelectorRequirement] | None = Field(
+        None, max_length=MAX_LIST, description="Requirements on labels."
+    )
+
+
+class PodAffinityTerm(_Model):
+    label_selector: LabelSelector | None = Field(None, description="The pods it refers to.")
+    namespace_selector: LabelSelector | None = Field(
+        None, description="The namespaces of those pods, by label."
+    )
+    namespaces: _Values | None = Field(None, description="Their namespaces, by name.")
+    topology_key: str = Field(
+        min_length=1, max_length=MAX_LABEL_KEY, description="The node label defining 'near'."
+    )
+    match_label_keys: _Values | None = Field(
+        None, description="Label keys whose values the pods must share."
+    )
+    mismatch_label_keys: _Values | None = Field(
+        None, description="Label keys whose values the pods must not share."
+    )
+
+
+class WeightedPodAffinityTerm(_Model):
+    weight: int = Field(ge=1, le=100, strict=True, description="The preference's weight.")
+    pod_affinity_term: PodAffinityTerm = Field(description="The term.")
+
+
+class PodAffinity(_Model):
+    required_during_scheduling_ignored_during_execution: list[PodAffinityTerm] | None = Field(
+        None, max_length=MAX_LIST, description="Terms a worker must meet."
+    )
+    preferred_during_scheduling_ignored_during_execution: list[WeightedPodAffinityTerm] | None = (
+        Field(None, max_length=MAX_LIST, description="Terms a worker prefers.")
+    )
+
+
+class Affinity(_Model):
+    """Scheduling constraints of the worker pods, as a pod spec's ``affinity``."""
+
+    node_affinity: NodeAffinity | None = Field(None, description="Node affinity.")
+    pod_affinity: PodAffinity | None = Field(None, description="Pod affinity.")
+    pod_anti_affinity: PodAffinity | None = Field(None, description="Pod anti-affinity.")
+
+
+def _affinity(value: dict[str, Any]) -> dict[str, Any]:
+    # Checked by the model, kept as the plain dict a pod spec takes.
+    return Affinity.model_validate(value).to_resource()
+
+
+class _AffinityJsonSchema:
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return handler(Affinity.__pydantic_core_schema__)
+
+
+AffinityDict = Annotated[dict[str, Any], AfterValidator(_affinity), _AffinityJsonSchema]
+"""A pod affinity as a plain dict, checked against :class:`Affinity`."""
+
+
 class WorkerTemplate(_Model):
     """What every worker pod of the job gets."""
 
     image: str | None = Field(
         None,
         min_length=1,
+        max_length=MAX_IMAGE,
         description="The worker image (default: the controller's job default, else "
         f"{KUBEMR_IMAGE}).",
     )
     image_pull_policy: PullPolicy | None = Field(
         None, description="Always, IfNotPresent or Never (default: Kubernetes' own)."
     )
-    command: list[str] | None = Field(
+    command: list[Annotated[str, Field(max_length=MAX_TEXT)]] | None = Field(
         ["kubemr"],
+        max_length=MAX_LIST,
         description="The worker's entry point, followed by kubemr's worker arguments "
         "(null: the image's ENTRYPOINT).",
     )
@@ -543,23 +820,39 @@ class WorkerTemplate(_Model):
         description="Requests and limits of the worker container (default: none).",
     )
     env: list[EnvVar] = Field(
-        default_factory=list, description="Extra environment variables of the workers."
+        default_factory=list,
+        max_length=MAX_ENV,
+        description="Extra environment variables of the workers.",
     )
-    node_selector: dict[str, str] = Field(
-        default_factory=dict, description="Node labels worker pods must run on."
+    node_selector: _Labels = Field(
+        default_factory=dict,
+        max_length=MAX_LABELS,
+        description="Node labels worker pods must run on.",
     )
     tolerations: list[Toleration] = Field(
-        default_factory=list, description="Taints worker pods tolerate."
+        default_factory=list, max_length=MAX_LIST, description="Taints worker pods tolerate."
     )
-    affinity: dict[str, Any] | None = Field(
-        None, description="Pod affinity rules, as in a pod spec."
+    affinity: AffinityDict | None = Field(None, description="Pod affinity rules, as in a pod spec.")
+    priority_class_name: str | None = Field(
+        None,
+        max_length=253,
+        pattern=_DNS_SUBDOMAIN,
+        description="The worker pods' PriorityClass.",
     )
-    priority_class_name: str | None = Field(None, description="The worker pods' PriorityClass.")
-    labels: dict[str, str] = Field(
-        default_factory=dict, description="Extra labels of the worker pods."
+    labels: _Labels = Field(
+        default_factory=dict,
+        max_length=MAX_LABELS,
+        description="Extra labels of the worker pods (kubemr's own labels always win).",
     )
-    annotations: dict[str, str] = Field(
-        default_factory=dict, description="Extra annotations of the worker pods."
+    annotations: Annotated[
+        _Annotations,
+        AfterValidator(_no_forbidden_annotations),
+    ] = Field(
+        default_factory=dict,
+        max_length=MAX_LABELS,
+        description="Extra annotations of the worker pods (none that sets an AppArmor or "
+        "seccomp profile).",
+        json_schema_extra=_rules(_ANNOTATION_RULE),
     )
     service_account_name: str | None = Field(
         None,
@@ -573,9 +866,29 @@ class WorkerTemplate(_Model):
 class MapReduceJobSpec(JobOptions):
     """A MapReduce job to run on Kubernetes."""
 
+    # The shared settings, with the limits a resource stored in etcd needs.
+    inputs: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=MAX_URL)]],
+        Field(max_length=MAX_INPUTS),
+    ] = Field(
+        min_length=1,
+        description=JobOptions.model_fields["inputs"].description,
+        json_schema_extra=_rules(
+            ("size(self) >= 1", "give at least one input: a URI, a directory or a glob")
+        ),
+    )
+    output: str = Field(
+        min_length=1, max_length=MAX_URL, description=JobOptions.model_fields["output"].description
+    )
+    params: _Params = Field(
+        default_factory=dict,
+        max_length=MAX_PARAMS,
+        description=JobOptions.model_fields["params"].description,
+    )
     job: JobCode = Field(description="The job's code.")
     work_dir: str | None = Field(
         None,
+        max_length=MAX_URL,
         description="Storage URL for the plan and shuffle data (default: "
         "s3://<output bucket>/_kubemr/<namespace>/<name>/<uid>, or beside a local output).",
     )

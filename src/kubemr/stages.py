@@ -7,7 +7,6 @@ publishes the output. Their results reach the controller in the termination mess
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import types
@@ -25,7 +24,7 @@ from kubemr.plan import Plan
 from kubemr.planning import Planner, new_plan, resolve_inputs
 from kubemr.spec import JobCode, MapReduceJobSpec
 from kubemr.storage import StorageOptions
-from kubemr.versions import mismatch, remember_sources
+from kubemr.versions import check_code_digest, mismatch, remember_sources
 
 SOURCE_MODULE = "kubemr_job_source"
 SOURCE_FILE = "<job source>"
@@ -44,12 +43,8 @@ def load_code(code: JobCode, options: StorageOptions) -> type[MapReduce]:
         return load_job_class(code.module)
     if code.pickle is not None:
         blob = storage.read_bytes(code.pickle.url, options)
-        digest = hashlib.sha256(blob).hexdigest()
-        if digest != code.pickle.sha256:
-            raise JobDefinitionError(
-                f"job code {code.pickle.url} has sha256 {digest}, not the {code.pickle.sha256} "
-                "the spec names: it was replaced or damaged; submit the job again"
-            )
+        # Before anything of it is read: unpickling runs code.
+        check_code_digest(code.pickle.url, blob, code.pickle.sha256, "spec.job.pickle.sha256")
         try:
             meta = json.loads(storage.read_bytes(code.pickle.url + ".meta.json", options))
         except FileNotFoundError:

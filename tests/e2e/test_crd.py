@@ -184,6 +184,48 @@ MALFORMED = {
         "spec.template.resources.requests.cpu",
     ),
     "name-too-long": ({"name": "x" * 51}, "metadata.name: at most 50 characters"),
+    "unconfined-apparmor-annotation": (
+        {
+            "template": {
+                "annotations": {
+                    "container.apparmor.security.beta.kubernetes.io/worker": "unconfined"
+                }
+            }
+        },
+        "must not set the workers' AppArmor or seccomp profile",
+    ),
+    "env-secret-in-another-namespace": (
+        {
+            "template": {
+                "env": [
+                    {
+                        "name": "K",
+                        "valueFrom": {
+                            "secretKeyRef": {"name": "s", "key": "k", "namespace": "kube-system"}
+                        },
+                    }
+                ]
+            }
+        },
+        'unknown field "spec.template.env[0].valueFrom.secretKeyRef.namespace"',
+    ),
+    "env-from-two-sources": (
+        {
+            "template": {
+                "env": [
+                    {
+                        "name": "K",
+                        "valueFrom": {
+                            "secretKeyRef": {"name": "s", "key": "k"},
+                            "fieldRef": {"fieldPath": "metadata.name"},
+                        },
+                    }
+                ]
+            }
+        },
+        "valueFrom takes exactly one of",
+    ),
+    "too-many-inputs": ({"inputs": ["s3://b/in/"] * 257}, "spec.inputs: Too many: 257"),
 }
 
 

@@ -193,10 +193,22 @@ def check_spec(values: dict[str, Any]) -> MapReduceJobSpec:
         message = message[:1].lower() + message[1:]
         given = _at(values, loc)
         shown = given if given is not None else error.get("input")
-        value = f" {shown!r}" if isinstance(shown, str | int | float) else ""
+        value = f" {_short(shown)}" if isinstance(shown, str | int | float) else ""
         if value and len(loc) == depth + 1 and not loc[-1].isdigit():
-            value = f" {loc[-1]}={shown!r}"  # a KEY=VALUE flag: name the key
+            key = loc[-1] if len(loc[-1]) <= SHOWN_CHARS else _short(loc[-1])
+            value = f" {key}={_short(shown)}"  # a KEY=VALUE flag: name the key
         raise FlagError(f"{flag}{value}: {message}") from None
+
+
+SHOWN_CHARS = 60
+"""How much of a refused value an error quotes: enough to recognise it, never pages."""
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    if len(text) <= SHOWN_CHARS:
+        return text
+    return f"{text[: SHOWN_CHARS - 1]}… ({len(str(value))} characters)"
 
 
 def flag_for(loc: tuple[str, ...]) -> tuple[str, int]:
