@@ -24,6 +24,7 @@ from kubemr.errors import (
 )
 from kubemr.job import COUNT, MAX, MIN, SUM, Aggregate, MapReduce, MRStep
 from kubemr.keys import order_key, stable_hash
+from kubemr.output import JSONProtocol, JSONValueProtocol, RawProtocol, RawValueProtocol
 
 __version__ = "0.1.0"
 
@@ -35,12 +36,16 @@ __all__ = [
     "Aggregate",
     "BadRecordError",
     "InputError",
+    "JSONProtocol",
+    "JSONValueProtocol",
     "JobDefinitionError",
     "JobFailed",
     "KubemrError",
     "MRStep",
     "MapReduce",
     "OutputError",
+    "RawProtocol",
+    "RawValueProtocol",
     "__version__",
     "map_reduce",
     "order_key",

@@ -1023,39 +1023,5 @@ def _make_json_loads() -> Callable[[str], Any]:
 json_loads = _make_json_loads()
 
 
-OUTPUT_FORMATS = ("jsonl", "tsv", "text")
-
-
-def output_line_encoder(fmt: str) -> Any:
-    """A function turning a list of ``(key, value)`` pairs into output text."""
-    if fmt == "jsonl":
-        dumps = json.JSONEncoder(ensure_ascii=False).encode
-
-        def jsonl(pairs: list[tuple[Any, Any]]) -> str:
-            return "".join([dumps([k, v]) + "\n" for k, v in pairs])
-
-        return jsonl
-    if fmt == "tsv":
-        dumps = json.JSONEncoder(ensure_ascii=False).encode
-
-        def tsv(pairs: list[tuple[Any, Any]]) -> str:
-            return "".join([f"{dumps(k)}\t{dumps(v)}\n" for k, v in pairs])
-
-        return tsv
-    if fmt == "text":
-
-        def text(pairs: list[tuple[Any, Any]]) -> str:
-            # As Hadoop's TextOutputFormat: a None key or value is left out.
-            return "".join(
-                [
-                    f"{v}\n" if k is None else f"{k}\n" if v is None else f"{k}\t{v}\n"
-                    for k, v in pairs
-                ]
-            )
-
-        return text
-    raise ValueError(f"unknown output format {fmt!r}: use one of {', '.join(OUTPUT_FORMATS)}")
-
-
 def open_text_writer(raw: BinaryIO) -> io.TextIOWrapper:
     return io.TextIOWrapper(raw, encoding="utf-8", newline="\n")  # type: ignore[type-var]

@@ -18,12 +18,15 @@ or the batch form, which sees a whole chunk of records per call::
         def mapper_batch(self, lines):
             return Counter(" ".join(lines).split())
 
-A job instance is created inside every task (never shipped as an instance), so
-``setup()`` is the place for per-task state.
+A job instance is created inside every task (never shipped as an instance), so state
+kept on ``self`` belongs to one task: ``setup()`` and the ``*_init`` hooks are the
+places to start it, ``mapper_final`` / ``reducer_final`` to emit what it adds up to.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -90,6 +93,24 @@ AGGREGATES = {a.name: a for a in (SUM, COUNT, MIN, MAX)}
 
 # What a step's combiner or reducer may be: a function yielding pairs, or an Aggregate.
 Combiner = Callable[[Any, Iterator[Any]], Pairs] | Aggregate
+# A per-task hook: called with no argument; may yield pairs (or return None: no pairs).
+Hook = Callable[[], Pairs | None]
+
+HOOKS = (
+    "mapper_init",
+    "mapper_final",
+    "combiner_init",
+    "combiner_final",
+    "reducer_init",
+    "reducer_final",
+)
+"""The per-task hooks a step (or the job class, for its default step) may define."""
+
+
+def identity_combiner(key: Any, values: Iterator[Any]) -> Iterator[tuple[Any, Any]]:
+    """The combiner of a step that has combiner hooks but no combiner (as mrjob's)."""
+    for value in values:
+        yield key, value
 
 
 @dataclass
@@ -98,7 +119,11 @@ class MRStep:
 
     Functions are usually bound methods of the job (``MRStep(mapper=self.split_words)``).
     A step after the first with no mapper passes the previous step's ``(key, value)``
-    pairs straight to the shuffle.
+    pairs straight to the shuffle. ``mapper_init`` ... ``reducer_final`` are the step's
+    per-task hooks (see :class:`MapReduce`); a step with reducer hooks and no reducer
+    gets an identity reducer, one with combiner hooks and no combiner an identity
+    combiner, as in mrjob. ``sort_values`` left as None follows the job's
+    ``SORT_VALUES``.
     """
 
     mapper: Callable[[Any], Pairs] | None = None
@@ -107,16 +132,34 @@ class MRStep:
     reducer: Combiner | None = None
     partitioner: Callable[[Any, int], int] | None = None
     reducers: int | None = None  # overrides the job's --reducers for this step
-    sort_values: bool = False
+    sort_values: bool | None = None  # None: the job's SORT_VALUES
+    mapper_init: Hook | None = None
+    mapper_final: Hook | None = None
+    combiner_init: Hook | None = None
+    combiner_final: Hook | None = None
+    reducer_init: Hook | None = None
+    reducer_final: Hook | None = None
 
     def has_reducer(self) -> bool:
-        return self.reducer is not None
+        """Whether the step has a reduce phase: a reducer, or reducer hooks (which, as in
+        mrjob, get an identity reducer: every value passes through)."""
+        return (
+            self.reducer is not None
+            or self.reducer_init is not None
+            or self.reducer_final is not None
+        )
+
+    def has_combiner_hooks(self) -> bool:
+        return self.combiner_init is not None or self.combiner_final is not None
 
     def map_side_combiner(self) -> Combiner | None:
-        """The combiner the map side applies: the step's own, or else a built-in
-        reducer, which is associative and so safe to apply early."""
+        """The combiner the map side applies: the step's own; an identity combiner when
+        the step has combiner hooks only; or else a built-in reducer, which is
+        associative and so safe to apply early."""
         if self.combiner is not None:
             return self.combiner
+        if self.has_combiner_hooks():
+            return identity_combiner
         if isinstance(self.reducer, Aggregate):
             return self.reducer
         return None
@@ -126,11 +169,21 @@ class MapReduce:
     """Base class of a kubemr job. Override ``mapper`` (or ``mapper_batch``) and
     optionally ``combiner``, ``reducer``, ``partitioner``, ``steps``.
 
+    Per-task hooks, on the class (for the default step) or on an ``MRStep``:
+    ``mapper_init`` / ``mapper_final``, ``combiner_init`` / ``combiner_final``,
+    ``reducer_init`` / ``reducer_final``. Each is called once per task (per combiner
+    application for the combiner's) before the first / after the last record, and may
+    yield pairs, which go where that function's own output goes.
+
     Class attributes:
-        SORT_VALUES: values reach the reducer sorted (secondary sort).
+        SORT_VALUES: values reach the reducer sorted (secondary sort), in every step
+            whose ``MRStep`` does not say otherwise.
         TOTAL_ORDER: partition by sampled key ranges instead of by hash, so that the
             part files, concatenated in name order, are one globally sorted output.
         INPUT_FORMAT / OUTPUT_FORMAT: defaults for ``--format`` / ``--output-format``.
+        OUTPUT_PROTOCOL: how output lines are written, as mrjob's: an object (or a
+            class, made once per task) whose ``write(key, value)`` returns one line as
+            ``str`` or ``bytes``, without its newline (see :mod:`kubemr.output`).
 
     ``self.params`` holds the job's parameters (``--param KEY=VALUE``, or
     ``kubemr.run(..., params={...})``), the same in every task, from ``steps`` and
@@ -141,6 +194,7 @@ class MapReduce:
     TOTAL_ORDER: bool = False
     INPUT_FORMAT: str | None = None
     OUTPUT_FORMAT: str | None = None
+    OUTPUT_PROTOCOL: Any = None
 
     def __init__(self) -> None:
         self._counters: dict[str, dict[str, int]] = {}
@@ -148,10 +202,11 @@ class MapReduce:
 
     # -- hooks a job may override -------------------------------------------------
     def setup(self) -> None:
-        """Called once per task before the first record."""
+        """Called once per task (map and reduce, every step) before anything else, and
+        once by the preflight; it must not yield."""
 
     def teardown(self) -> None:
-        """Called once per task after the last record."""
+        """Called once per task after everything else; it must not yield."""
 
     def steps(self) -> list[MRStep]:
         """The job's steps; by default one step from the class's own methods."""
@@ -168,6 +223,7 @@ class MapReduce:
                 reducer=_member(self, "reducer"),
                 partitioner=_member(self, "partitioner"),  # type: ignore[arg-type]
                 sort_values=self.SORT_VALUES,
+                **{hook: _member(self, hook) for hook in HOOKS},
             )
         ]
 
@@ -189,13 +245,17 @@ def _member(job: MapReduce, name: str) -> Any:
 
 
 def job_steps(job: MapReduce) -> list[MRStep]:
-    """The job's steps, checked: each needs a mapper unless it follows another step."""
+    """The job's steps, checked and completed: each needs a mapper unless it follows
+    another step; ``sort_values`` left unset takes the job's ``SORT_VALUES``; a mapper,
+    combiner or reducer that returns instead of yielding may return None for "no pairs"
+    (as in mrjob)."""
     steps = list(job.steps())
     from kubemr.errors import JobDefinitionError
 
     name = type(job).__name__
     if not steps:
         raise JobDefinitionError(f"{name}.steps() returned no steps")
+    checked = []
     for i, step in enumerate(steps):
         if not isinstance(step, MRStep):
             raise JobDefinitionError(f"{name}.steps()[{i}] is {step!r}, not a kubemr.MRStep")
@@ -213,7 +273,44 @@ def job_steps(job: MapReduce) -> list[MRStep]:
                     f"{name} step {i}: {role} must be a function or one of kubemr.SUM, "
                     f"COUNT, MIN, MAX, not {fn!r}"
                 )
-    return steps
+        for hook in HOOKS:
+            fn = getattr(step, hook)
+            if fn is not None and (isinstance(fn, Aggregate) or not callable(fn)):
+                raise JobDefinitionError(
+                    f"{name} step {i}: {hook} must be a function taking no argument "
+                    f"(besides self), not {fn!r}"
+                )
+        if step.has_combiner_hooks() and isinstance(step.combiner, Aggregate):
+            raise JobDefinitionError(
+                f"{name} step {i}: combiner_init/combiner_final run around a Python "
+                f"combiner, and {step.combiner!r} is a built-in one: write the combiner "
+                "as a function, or drop the hooks"
+            )
+        sort_values = job.SORT_VALUES if step.sort_values is None else step.sort_values
+        checked.append(
+            dataclasses.replace(
+                step,
+                mapper=none_is_no_pairs(step.mapper),
+                combiner=none_is_no_pairs(step.combiner),
+                reducer=none_is_no_pairs(step.reducer),
+                sort_values=bool(sort_values),
+            )
+        )
+    return checked
+
+
+def none_is_no_pairs(fn: Any) -> Any:
+    """``fn`` such that returning None means no pairs (mrjob allows it: a mapper that
+    only adds to ``self`` and emits in ``mapper_final``). A generator function never
+    returns None, so it is left as it is: the per-record loops stay as fast."""
+    if fn is None or isinstance(fn, Aggregate) or inspect.isgeneratorfunction(fn):
+        return fn
+
+    def or_no_pairs(*args: Any) -> Any:
+        out = fn(*args)
+        return () if out is None else out
+
+    return or_no_pairs
 
 
 def make_job_class(

@@ -11,6 +11,9 @@ Layout of an output directory (local or ``s3://``)::
 Tasks never write final names: a worker left over from a killed run can only write under
 its own ``_temporary/<job-id>/``, which nothing reads. ``--overwrite`` replaces only what
 kubemr writes (these names) and refuses a directory holding anything else.
+
+What a part file's lines hold is the job's output protocol (``--output-format``, or the
+job class's ``OUTPUT_FORMAT`` / ``OUTPUT_PROTOCOL``): see :func:`line_encoder`.
 """
 
 from __future__ import annotations
@@ -22,12 +25,12 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from kubemr import storage
-from kubemr.errors import OutputError
+from kubemr.errors import JobDefinitionError, OutputError
 from kubemr.plan import STAGING
 from kubemr.storage import ObjectInfo, StorageError, StorageOptions
 from kubemr.storage.local import local_path
@@ -60,6 +63,179 @@ def is_kubemr_file(relative: str) -> bool:
 
 def staging_url(output: str, job_id: str) -> str:
     return storage.join(output, STAGING, job_id)
+
+
+# --------------------------------------------------------------------------- protocols
+
+# json.dumps with its defaults, as mrjob's JSONProtocol writes (non-ASCII escaped).
+_ascii_json = json.JSONEncoder().encode
+_utf8_json = json.JSONEncoder(ensure_ascii=False).encode
+
+
+class JSONLinesProtocol:
+    """``jsonl``: ``[key, value]``, a JSON array per line, UTF-8 (not mrjob's)."""
+
+    format = "jsonl"
+
+    def write(self, key: Any, value: Any) -> str:
+        return _utf8_json([key, value])
+
+    def lines(self, pairs: list[tuple[Any, Any]]) -> str:
+        dumps = _utf8_json
+        return "".join([dumps([k, v]) + "\n" for k, v in pairs])
+
+
+class JSONProtocol:
+    """``tsv``: the JSON key, a tab, the JSON value, byte for byte as mrjob's default
+    output protocol (``JSONProtocol`` on the standard ``json`` module) writes them."""
+
+    format = "tsv"
+
+    def write(self, key: Any, value: Any) -> str:
+        return _ascii_json(key) + "\t" + _ascii_json(value)
+
+    def lines(self, pairs: list[tuple[Any, Any]]) -> str:
+        dumps = _ascii_json
+        return "".join([f"{dumps(k)}\t{dumps(v)}\n" for k, v in pairs])
+
+
+class JSONValueProtocol:
+    """``json-value``: the JSON value alone, as mrjob's ``JSONValueProtocol``."""
+
+    format = "json-value"
+
+    def write(self, key: Any, value: Any) -> str:
+        return _ascii_json(value)
+
+    def lines(self, pairs: list[tuple[Any, Any]]) -> str:
+        dumps = _ascii_json
+        return "".join([dumps(v) + "\n" for _, v in pairs])
+
+
+class TextProtocol:
+    """``text``: ``key<TAB>value`` with ``str()``, leaving out a None key or value (and
+    the tab), as mrjob's ``RawProtocol``: ``(None, None)`` is an empty line."""
+
+    format = "text"
+
+    def write(self, key: Any, value: Any) -> str:
+        return "\t".join([f"{x}" for x in (key, value) if x is not None])
+
+    def lines(self, pairs: list[tuple[Any, Any]]) -> str:
+        write = self.write  # only for a None key or value: the common line is inline
+        return "".join(
+            [
+                f"{k}\t{v}\n" if k is not None and v is not None else write(k, v) + "\n"
+                for k, v in pairs
+            ]
+        )
+
+
+class TextValueProtocol:
+    """``raw-value``: the value alone with ``str()``, as mrjob's ``RawValueProtocol``; a
+    None value is an empty line."""
+
+    format = "raw-value"
+
+    def write(self, key: Any, value: Any) -> str:
+        return "" if value is None else f"{value}"
+
+    def lines(self, pairs: list[tuple[Any, Any]]) -> str:
+        return "".join(["\n" if v is None else f"{v}\n" for _, v in pairs])
+
+
+# mrjob's names for the same protocols (on Python 3, Raw* are its Text* classes).
+RawProtocol = TextProtocol
+RawValueProtocol = TextValueProtocol
+
+BUILTIN_PROTOCOLS: dict[str, type] = {
+    p.format: p
+    for p in (JSONLinesProtocol, JSONProtocol, JSONValueProtocol, TextProtocol, TextValueProtocol)
+}
+OUTPUT_FORMATS = tuple(BUILTIN_PROTOCOLS)
+"""Every ``--output-format`` name; ``jsonl`` is the default."""
+PROTOCOL_PREFIX = "protocol:"
+"""A plan's output format when the job class's ``OUTPUT_PROTOCOL`` writes the lines."""
+
+LineEncoder = Callable[[list[tuple[Any, Any]]], bytes]
+
+
+def output_format_of(job_cls: type, asked: str | None) -> str:
+    """The output format a job gets: the one asked for (``--output-format``), else the
+    class's ``OUTPUT_FORMAT`` or ``OUTPUT_PROTOCOL``, else ``jsonl``. A protocol of
+    kubemr's own is named by its format; another is ``protocol:<its class name>``."""
+    declared = getattr(job_cls, "OUTPUT_FORMAT", None)
+    protocol = getattr(job_cls, "OUTPUT_PROTOCOL", None)
+    name = job_cls.__name__
+    if declared is not None and protocol is not None:
+        raise JobDefinitionError(f"{name} sets both OUTPUT_FORMAT and OUTPUT_PROTOCOL: keep one")
+    if protocol is not None:
+        kind = protocol if isinstance(protocol, type) else type(protocol)
+        if not callable(getattr(kind, "write", None)):
+            raise JobDefinitionError(
+                f"{name}.OUTPUT_PROTOCOL is {protocol!r}, which has no write(key, value) "
+                "method: give a class or object whose write returns one line (str or bytes)"
+            )
+    fmt = asked or declared
+    if fmt is None and protocol is not None:
+        kind = protocol if isinstance(protocol, type) else type(protocol)
+        builtin = BUILTIN_PROTOCOLS.get(getattr(kind, "format", ""))
+        return kind.format if builtin is kind else PROTOCOL_PREFIX + kind.__qualname__
+    fmt = fmt or "jsonl"
+    if fmt not in BUILTIN_PROTOCOLS:
+        raise OutputError(f"unknown output format {fmt!r}: use {', '.join(OUTPUT_FORMATS)}")
+    return str(fmt)
+
+
+def writes_keys(fmt: str) -> bool:
+    """Whether lines of ``fmt`` hold the key (a value-only or custom format may not)."""
+    return fmt in ("jsonl", "tsv", "text")
+
+
+def line_encoder(fmt: str, job_cls: type | None = None) -> LineEncoder:
+    """A function turning a list of ``(key, value)`` pairs into output lines (UTF-8).
+
+    ``fmt`` is a plan's output format; ``protocol:...`` takes ``job_cls.OUTPUT_PROTOCOL``
+    (a class is made once, here: one object per task, as mrjob makes one per job
+    process). Its ``write(key, value)`` returns a line without its newline, as ``str``
+    (written as UTF-8) or ``bytes`` (written as they are); the encoder has ``custom``
+    set, so that its failures are reported as the user's code.
+    """
+    builtin = BUILTIN_PROTOCOLS.get(fmt)
+    if builtin is not None:
+        lines = builtin().lines
+
+        def encode(pairs: list[tuple[Any, Any]]) -> bytes:
+            return lines(pairs).encode("utf-8")
+
+        encode.custom = False  # type: ignore[attr-defined]
+        return encode
+    protocol = getattr(job_cls, "OUTPUT_PROTOCOL", None) if job_cls is not None else None
+    if not fmt.startswith(PROTOCOL_PREFIX) or protocol is None:
+        raise OutputError(f"unknown output format {fmt!r}: use {', '.join(OUTPUT_FORMATS)}")
+    if isinstance(protocol, type):
+        protocol = protocol()
+    write = protocol.write
+    cls_name = type(protocol).__name__
+
+    def encode_custom(pairs: list[tuple[Any, Any]]) -> bytes:
+        out: list[bytes] = []
+        for k, v in pairs:
+            line = write(k, v)
+            if type(line) is str:
+                line = line.encode("utf-8")
+            elif not isinstance(line, bytes | bytearray):
+                raise TypeError(
+                    f"{cls_name}.write returned {line!r:.100} (a {type(line).__name__}); "
+                    "it must return the line as str or bytes"
+                )
+            out.append(line)
+            out.append(b"\n")
+        return b"".join(out)
+
+    encode_custom.custom = True  # type: ignore[attr-defined]
+    encode_custom.role = f"{cls_name}.write"  # type: ignore[attr-defined]
+    return encode_custom
 
 
 # --------------------------------------------------------------------------- overlap

@@ -9,35 +9,34 @@ Later steps' task inputs and key ranges are decided by their own tasks (see
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import pickle
 import re
 import traceback
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from kubemr import storage
-from kubemr.errors import InputError, Interrupted, JobFailed, OutputError, TaskFailure
+from kubemr.errors import InputError, Interrupted, JobFailed, TaskFailure
 from kubemr.formats import (
     CSV,
     DEFAULT_CHUNK_BYTES,
     INPUT_FORMATS,
     INTERNAL,
-    OUTPUT_FORMATS,
     Split,
     SplitReader,
     compression_of,
-    output_line_encoder,
     read_csv_header,
 )
 from kubemr.job import Aggregate, MapReduce, MRStep, job_steps
 from kubemr.keys import order_key
 from kubemr.loader import dump_job_class
-from kubemr.output import check_apart
+from kubemr.output import check_apart, line_encoder, output_format_of, writes_keys
 from kubemr.plan import (
     Plan,
     StepPlan,
@@ -47,7 +46,7 @@ from kubemr.plan import (
 )
 from kubemr.spec import JobOptions
 from kubemr.storage import ObjectInfo, StorageError, StorageOptions
-from kubemr.versions import job_sources, write_job_code
+from kubemr.versions import job_sources, restore_code_files, write_job_code
 
 DEFAULT_SPLIT_SIZE = 64 << 20
 PREFLIGHT_RECORDS = 200
@@ -152,13 +151,9 @@ def new_plan(
     job.params = dict(options.params)
     steps = job_steps(job)
     input_format = options.input_format or job_cls.INPUT_FORMAT or "text"
-    output_format = options.output_format or job_cls.OUTPUT_FORMAT or "jsonl"
+    output_format = output_format_of(job_cls, options.output_format)
     if input_format not in INPUT_FORMATS:
         raise InputError(f"unknown input format {input_format!r}: use {', '.join(INPUT_FORMATS)}")
-    if output_format not in OUTPUT_FORMATS:
-        raise OutputError(
-            f"unknown output format {output_format!r}: use {', '.join(OUTPUT_FORMATS)}"
-        )
     reducers = options.reducers
     if reducers is None:
         # One reducer per worker, but no more than the input needs: three lines of
@@ -204,6 +199,9 @@ class Planner:
         costly_tasks: bool = False,
     ) -> None:
         self.costly_tasks = costly_tasks
+        # A class unpickled by value (the plan pod) gets its files back in its code, so
+        # that tracebacks and the sources recorded for the tasks name them.
+        restore_code_files(job_cls)
         self.job_cls = job_cls
         self.plan = plan
         self.inputs = inputs
@@ -228,7 +226,7 @@ class Planner:
         steps = job_steps(job)
         preflight(plan, job, steps, splits, self.options)
         if plan.steps[0].total_order and splits:
-            boundaries = sample_boundaries(plan, 0, steps[0], splits, self.options)
+            boundaries = sample_boundaries(plan, 0, self.job_cls, splits, self.options)
             storage.write_bytes(plan.boundaries_url(0), pickle.dumps(boundaries), self.options)
         storage.write_bytes(plan.url("plan.json"), plan.to_json().encode(), self.options)
         return splits
@@ -261,24 +259,61 @@ def write_json(url: str, data: Any, options: StorageOptions) -> None:
 # --------------------------------------------------------------------------- preflight
 
 
-def _sample_pairs(step: MRStep, records: list[Any], limit: int) -> list[Any]:
-    if step.mapper_batch is not None:
-        out = step.mapper_batch(records)
-        produced: Any = out.items() if isinstance(out, Mapping) else (out or ())
-    elif step.mapper is not None:
-        mapper = step.mapper
-        produced = itertools.chain.from_iterable(mapper(rec) for rec in records)
-    else:
-        produced = records
-    # Only a bounded number of pairs: one long record can yield millions.
-    return list(itertools.islice(produced, limit))
+def _sample_pairs(
+    step: MRStep, records: list[Any], limit: int, roles: list[str] | None = None
+) -> list[Any]:
+    """What a map task of ``step`` would emit for ``records``, its hooks included (the
+    job's ``setup`` must have run), up to ``limit`` pairs from the mapper and from each
+    hook: one long record can yield millions. The
+    name of each user function is appended to ``roles`` as it starts, so the last one
+    names the function that raised."""
+    return [pair for _, pair in _sample_by_role(step, records, limit, roles)]
+
+
+def _sample_by_role(
+    step: MRStep, records: list[Any], limit: int, roles: list[str] | None = None
+) -> list[tuple[str, Any]]:
+    """:func:`_sample_pairs`, each pair with the name of the function that emitted it."""
+    called = [] if roles is None else roles
+
+    def mapped() -> Any:
+        if step.mapper_batch is not None:
+            out = step.mapper_batch(records)
+            return out.items() if isinstance(out, Mapping) else (out or ())
+        if step.mapper is not None:
+            mapper = step.mapper
+            return itertools.chain.from_iterable(mapper(rec) for rec in records)
+        return records
+
+    role = "mapper_batch" if step.mapper_batch is not None else "mapper"
+    # Up to ``limit`` pairs from each, in a task's order: mapper_final is sampled even
+    # when the mapper alone yields more than the limit.
+    out: list[tuple[str, Any]] = []
+    parts = [("mapper_init", step.mapper_init), (role, mapped), ("mapper_final", step.mapper_final)]
+    for name, fn in parts:
+        out.extend(itertools.islice(_started(name, fn, called), limit))
+    return out
+
+
+def _started(
+    role: str, fn: Callable[[], Any] | None, roles: list[str]
+) -> Iterator[tuple[str, Any]]:
+    if fn is not None:
+        roles.append(role)
+        for pair in fn() or ():
+            yield role, pair
 
 
 def preflight(
     plan: Plan, job: MapReduce, steps: list[MRStep], splits: list[Split], options: StorageOptions
 ) -> None:
-    """Run the mapper on the first records here, so that a broken mapper or a key that
-    cannot be shuffled or written fails before any task starts."""
+    """Run the map side on the first records here, so that a broken mapper or a key that
+    cannot be shuffled or written fails before any task starts.
+
+    The sample runs as a map task would, on this job instance: ``setup``, the step's
+    ``mapper_init``, the mapper on up to :data:`PREFLIGHT_RECORDS` records,
+    ``mapper_final``, ``teardown``; what the hooks yield is checked with the rest. User
+    code that raises is left to the task, which says where, with retries."""
     if not splits:
         return
     split = splits[0]
@@ -290,19 +325,23 @@ def preflight(
         raise InputError(str(exc)) from None
     if chunk is None:
         return
-    try:
-        job.setup()
-        pairs = _sample_pairs(steps[0], chunk.records[:PREFLIGHT_RECORDS], PREFLIGHT_PAIRS)
-    except Interrupted:
-        raise
-    except (Exception, SystemExit, KeyboardInterrupt):
-        return  # the task will fail on the same record and say where, with retries
+    # User code that raises is left to the task, which reports it with retries.
+    pairs: list[tuple[str, Any]] = []
+    if _completes(job.setup):
+        sample = functools.partial(
+            _sample_by_role, steps[0], chunk.records[:PREFLIGHT_RECORDS], PREFLIGHT_PAIRS
+        )
+        if not _completes(lambda: pairs.extend(sample())):
+            pairs.clear()
+        _completes(job.teardown)
     to_output = _keys_reach_output(plan, steps)
-    encode = output_line_encoder(plan.output_format) if to_output else None
-    for pair in pairs:
+    if to_output == "keys" and not writes_keys(plan.output_format):
+        to_output = None  # a value-only or custom format: the keys are not written
+    encode = line_encoder(plan.output_format, type(job)) if to_output else None
+    for role, pair in pairs:
         if type(pair) not in (tuple, list) or len(pair) != 2:
             raise _preflight_failure(
-                f"the mapper yielded {pair!r:.200} (a {type(pair).__name__}); it must yield "
+                f"the {role} yielded {pair!r:.200} (a {type(pair).__name__}); it must yield "
                 "(key, value) pairs, e.g. `yield word, 1`"
             )
         key, value = pair
@@ -313,7 +352,7 @@ def preflight(
                 order_key(key)
         except Exception as exc:
             raise _preflight_failure(
-                f"the mapper emitted key {key!r:.200} / value {value!r:.200}, which cannot be "
+                f"the {role} emitted key {key!r:.200} / value {value!r:.200}, which cannot be "
                 f"shuffled ({type(exc).__name__}: {exc}). Keys and values must be picklable "
                 "and ordered; use str, int, float (not NaN), bytes, tuples or lists of them"
             ) from None
@@ -324,10 +363,24 @@ def preflight(
             except (TypeError, ValueError) as exc:
                 what, shown = ("pair", probe[0]) if to_output == "pairs" else ("key", key)
                 raise _preflight_failure(
-                    f"the mapper's {what} {shown!r:.200} cannot be written as "
+                    f"the {role}'s {what} {shown!r:.200} cannot be written as "
                     f"{plan.output_format} output ({type(exc).__name__}: {exc}): convert it "
                     "in the job (e.g. bytes.decode()), or choose another --output-format"
                 ) from None
+            except Exception:
+                return  # a custom protocol's own error: the task reports it with its traceback
+
+
+def _completes(fn: Callable[[], Any]) -> bool:
+    """Call ``fn``; whether it completed rather than raised (a signal to the process is
+    raised again)."""
+    try:
+        fn()
+    except Interrupted:
+        raise
+    except (Exception, SystemExit, KeyboardInterrupt):
+        return False
+    return True
 
 
 def _preflight_failure(message: str) -> JobFailed:
@@ -351,35 +404,53 @@ def _keys_reach_output(plan: Plan, steps: list[MRStep]) -> str | None:
 
 
 def sample_boundaries(
-    plan: Plan, step: int, step_fns: MRStep, splits: list[Split], options: StorageOptions
+    plan: Plan,
+    step: int,
+    job_cls: type[MapReduce],
+    splits: list[Split],
+    options: StorageOptions,
 ) -> list[Any]:
-    """TOTAL_ORDER: key ranges of even size, cut from keys sampled from the step's input."""
+    """TOTAL_ORDER: key ranges of even size, cut from keys sampled from the step's input.
+
+    The sample is taken with a job instance of its own (``setup``, then per split
+    ``mapper_init``, the mapper, ``mapper_final``; ``teardown``), so that a task that
+    samples leaves its own state and counters as they were."""
     keys: list[Any] = []
     chosen = [s for s in splits if s.end > s.start]
     chosen = chosen[:: max(1, len(chosen) // SAMPLE_SPLITS)][:SAMPLE_SPLITS]
     where = f"key sampling for the total order (step {step + 1})"
+    job = job_cls()
+    job.params = dict(plan.params)
+    step_fns = job_steps(job)[step]
+    shown = "the step's input"
+
+    def user_code(roles: list[str], fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except Interrupted:
+            raise
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            message = (
+                f"{roles[-1]} raised {type(exc).__name__}: {exc} while the keys were "
+                f"sampled from {shown}"
+            )
+            raise JobFailed(TaskFailure(where, "-", "user-code", message, tb)) from None
+
+    user_code(["setup"], job.setup)
     for split in chosen:
         reader = SplitReader(storage.store_for(split.url, options), split, 1 << 20, 1 << 30)
         chunk = next(iter(reader.chunks()), None)
         if chunk is None:
             continue
-        try:
-            pairs = _sample_pairs(step_fns, chunk.records[:5000], SAMPLE_PAIRS)
-            keys.extend(k for k, _ in pairs)
-        except Interrupted:
-            raise
-        except (Exception, SystemExit, KeyboardInterrupt) as exc:
-            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            raise JobFailed(
-                TaskFailure(
-                    where,
-                    "-",
-                    "user-code",
-                    f"the mapper raised {type(exc).__name__}: {exc} while its keys were "
-                    f"sampled from {split.describe()}",
-                    tb,
-                )
-            ) from None
+        shown = split.describe()
+        roles: list[str] = []
+        sample = functools.partial(
+            _sample_pairs, step_fns, chunk.records[:5000], SAMPLE_PAIRS, roles
+        )
+        pairs = user_code(roles, sample)
+        keys.extend(k for k, _ in pairs)
+    user_code(["teardown"], job.teardown)
     try:
         keys.sort(key=order_key)
     except Exception as exc:
@@ -389,7 +460,9 @@ def sample_boundaries(
     return range_boundaries(keys, plan.steps[step].reducers)
 
 
-def step_boundaries(plan: Plan, step: int, step_fns: MRStep, options: StorageOptions) -> list[Any]:
+def step_boundaries(
+    plan: Plan, step: int, job_cls: type[MapReduce], options: StorageOptions
+) -> list[Any]:
     """The key ranges of a total-order step. The plan stage samples the first step's
     input; a later step's input exists only once the wave before it is done, so the
     first of its map tasks to get here samples it and stores the result exclusively:
@@ -404,6 +477,6 @@ def step_boundaries(plan: Plan, step: int, step_fns: MRStep, options: StorageOpt
 
     outputs = previous_wave(plan, step, options)  # one listing, not one per task
     splits = [Split(r.output_url, 0, r.output_bytes, r.output_bytes, INTERNAL) for r in outputs]
-    boundaries = sample_boundaries(plan, step, step_fns, splits, options)
+    boundaries = sample_boundaries(plan, step, job_cls, splits, options)
     storage.create_exclusive(url, pickle.dumps(boundaries), options)
     return pickle.loads(storage.read_bytes(url, options))  # type: ignore[no-any-return]

@@ -265,6 +265,44 @@ def given_key(key: Any) -> Any:
     return key.given if type(key) is _ListKey else key
 
 
+def first_problem(items: list[Any], role: str, grouped: bool, hashed: bool) -> Exception | None:
+    """What is wrong with the first bad item: not a pair; a NaN key where keys are
+    ``grouped``; a key no table can hold where keys are ``hashed``."""
+    for item in items:
+        if not is_pair(item):
+            return NotAPairError(item, role)
+        key = item[0]
+        if grouped and has_nan(key):
+            return NaNKeyError(key, role)
+        if hashed:
+            try:
+                table_key(key)
+            except UnhashableKeyError as exc:
+                exc.role = role
+                return exc
+    return None
+
+
+def hook_pairs(hook: Callable[[], Any] | None, role: str, where: str, **checks: bool) -> list[Any]:
+    """Call a per-task hook (``mapper_final``, ``combiner_init``, ...) and return the
+    pairs it yields, checked (``grouped``/``hashed`` as for :func:`first_problem`), or
+    raise :class:`UserCodeFailure` naming the hook. None (a hook that does not yield)
+    is no pairs."""
+    if hook is None:
+        return []
+    try:
+        out = hook()
+        items = [] if out is None else list(out)  # a generator's body runs here
+    except Interrupted:  # a signal to the process, not an error of user code
+        raise
+    except USER_ERRORS as exc:
+        raise UserCodeFailure(role, where, exc) from exc
+    problem = first_problem(items, role, checks.get("grouped", False), checks.get("hashed", False))
+    if problem is not None:
+        raise UserCodeFailure(role, where, problem, raised=False)
+    return items
+
+
 def _fold_one(acc: dict[Any, Any], key: Any, value: Any, name: str) -> None:
     """Fold one pair whose key is not hashable as given (a list)."""
     fold_into(acc, ((table_key(key), value),), name)
@@ -633,6 +671,13 @@ class MapCollector:
     Three modes, picked from the step: an ``Aggregate`` combiner keeps one accumulator
     per key; a Python combiner keeps a list of values per key and calls the combiner
     when the lists grow; no combiner keeps the pairs as they come.
+
+    A Python combiner is applied to the whole buffer at once, when the buffer passes
+    its budget and before each spill and the final write (skipped when nothing came in
+    since the last time). ``combiner_init`` and ``combiner_final`` run around each such
+    application; what they yield joins the buffer. A step with these hooks merges its
+    spilled runs without combining them again: a hook's pairs could not join a merge
+    that is already being written.
     """
 
     num_partitions: int
@@ -641,6 +686,9 @@ class MapCollector:
     memory_budget: int = 256 << 20
     spill_dir: str | None = None
     counters: dict[str, int] = field(default_factory=dict)
+    combiner_init: Callable[[], Any] | None = None
+    combiner_final: Callable[[], Any] | None = None
+    where: str = "the map task"  # what failures of the combiner hooks name
 
     def __post_init__(self) -> None:
         self.mode = (
@@ -659,6 +707,7 @@ class MapCollector:
         self._mapper: Any = None  # the last mapper seen, and whether it yields only pairs
         self._trusted = False
         self._unchecked = False  # plain mode holds items no one has checked are pairs
+        self._uncombined = False  # combine mode got values since the combiner last ran
 
     # -- feeding -------------------------------------------------------------------
     def _trusts(self, mapper: Callable[[Any], Any]) -> bool:
@@ -758,6 +807,7 @@ class MapCollector:
                 n += 1
         self.output_records += n
         self._values += n
+        self._uncombined = True
 
     _values = 0  # values held in combine mode
 
@@ -807,27 +857,38 @@ class MapCollector:
         self._spill()
 
     def _combine_in_place(self) -> None:
+        """One application of the combiner to the whole buffer, inside its hooks."""
+        if not self._uncombined:
+            return  # combined already: nothing new to combine (nor to run hooks for)
         groups = self._acc
         combined: dict[Any, list[Any]] = {}
-        for key, values in groups.items():
-            if len(values) == 1:
-                out: Iterable[tuple[Any, Any]] = ((key, values[0]),)
-            else:
-                out = self._call_combiner(given_key(key), values)
-            for k, v in out:
-                try:
-                    bucket = combined.get(k)
-                except TypeError:
-                    if _hashable(k):
-                        raise
-                    k = table_key(k)
-                    bucket = combined.get(k)
-                if bucket is None:
-                    combined[k] = [v]
+        where = self.where
+        checks = {"grouped": True, "hashed": True}
+
+        def pairs() -> Iterator[tuple[Any, Any]]:
+            yield from hook_pairs(self.combiner_init, "combiner_init", where, **checks)
+            for key, values in groups.items():
+                if len(values) == 1:
+                    yield key, values[0]
                 else:
-                    bucket.append(v)
+                    yield from self._call_combiner(given_key(key), values)
+            yield from hook_pairs(self.combiner_final, "combiner_final", where, **checks)
+
+        for k, v in pairs():
+            try:
+                bucket = combined.get(k)
+            except TypeError:
+                if _hashable(k):
+                    raise
+                k = table_key(k)
+                bucket = combined.get(k)
+            if bucket is None:
+                combined[k] = [v]
+            else:
+                bucket.append(v)
         self._acc = combined
         self._values = sum(map(len, combined.values()))
+        self._uncombined = False
 
     def _call_combiner(self, key: Any, values: list[Any]) -> list[tuple[Any, Any]]:
         try:
@@ -958,6 +1019,8 @@ class MapCollector:
                         role = f"{self.combiner!r} on the mapper's values"
                         raise UserCodeFailure(role, where, exc) from exc
                     yield key, acc
+            elif self.combiner_init is not None or self.combiner_final is not None:
+                yield from merged  # see the class doc: combined before each spill only
             else:
                 for key, values in group_sorted(merged, cls):
                     vals = list(values)

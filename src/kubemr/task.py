@@ -33,17 +33,16 @@ from kubemr.formats import (
     encode_block,
     iter_blocks,
     locate,
-    output_line_encoder,
 )
 from kubemr.job import Aggregate, MapReduce, MRStep, job_steps
 from kubemr.keys import (
     KEY_CLASS_MIXED,
     NaNKeyError,
     RangePartitioner,
-    has_nan,
     merge_key_classes,
     order_key,
 )
+from kubemr.output import line_encoder
 from kubemr.plan import Plan, task_name
 from kubemr.planning import step_boundaries
 from kubemr.results import MAP, REDUCE, TaskResult
@@ -55,9 +54,11 @@ from kubemr.shuffle import (
     UnhashableKeyError,
     UserCodeFailure,
     check_pairs,
+    first_problem,
     fold_into,
     given_key,
     group_sorted,
+    hook_pairs,
     is_pair,
     merge_sorted_blocks,
     read_segment_blocks,
@@ -233,16 +234,17 @@ def _call_user(role: str, where: Callable[[], str], fn: Callable[[], Any]) -> An
 
 
 def _call_hook(role: str, where: Callable[[], str], fn: Callable[[], Any]) -> None:
-    """Call ``setup`` or ``teardown``. One written as a generator (to emit pairs at the
-    end, as mrjob's ``mapper_final`` does) would only make a generator: its body would
-    never run, and whatever it meant to emit would be lost without a word."""
+    """Call ``setup`` or ``teardown``. One written as a generator would only make a
+    generator: its body would never run, and whatever it meant to emit would be lost
+    without a word."""
     result = _call_user(role, where, fn)
     if inspect.isgenerator(result):
         result.close()
         problem = TypeError(
             f"{role}() contains `yield`, so calling it only made a generator and its body "
-            f"never ran; kubemr ignores what {role}() returns: drop the `yield` (pairs come "
-            "from the mapper, mapper_batch or reducer)"
+            f"never ran; kubemr ignores what {role}() returns: drop the `yield`. To emit "
+            "pairs once per task, yield them from mapper_final or reducer_final (or "
+            "mapper_init / reducer_init), which run in every task of their step"
         )
         raise UserCodeFailure(role, where(), problem, raised=False)
 
@@ -250,24 +252,6 @@ def _call_hook(role: str, where: Callable[[], str], fn: Callable[[], Any]) -> No
 # What a task finds wrong in the pairs user code produced, rather than an exception the
 # code raised; found late (when the buffer is sorted), the task looks for the record.
 _OUTPUT_PROBLEMS = (NotAPairError, NaNKeyError, UnhashableKeyError)
-
-
-def _first_problem(items: list[Any], role: str, grouped: bool, hashed: bool) -> Exception | None:
-    """What is wrong with the first bad item: not a pair; a NaN key where keys are
-    ``grouped``; a key no table can hold where keys are ``hashed``."""
-    for item in items:
-        if not is_pair(item):
-            return NotAPairError(item, role)
-        key = item[0]
-        if grouped and has_nan(key):
-            return NaNKeyError(key, role)
-        if hashed:
-            try:
-                table_key(key)
-            except UnhashableKeyError as exc:
-                exc.role = role
-                return exc
-    return None
 
 
 # --------------------------------------------------------------------------- map
@@ -440,7 +424,7 @@ class _MapTask(_TaskBase):
                     raise
                 except USER_ERRORS as exc:
                     return UserCodeFailure("mapper_batch", where, exc)
-                problem = _first_problem(items, "mapper_batch", grouped, hashed)
+                problem = first_problem(items, "mapper_batch", grouped, hashed)
                 if problem is not None:
                     return UserCodeFailure("mapper_batch", where, problem, raised=False)
                 continue
@@ -456,7 +440,7 @@ class _MapTask(_TaskBase):
                     except USER_ERRORS as exc:
                         where = f"{locate(reader.store, split, chunk, i)}, record {rec!r:.200}"
                         return UserCodeFailure("mapper", where, exc)
-                problem = _first_problem(items, role, grouped, hashed)
+                problem = first_problem(items, role, grouped, hashed)
                 if problem is not None:
                     where = f"{locate(reader.store, split, chunk, i)}, record {rec!r:.200}"
                     return UserCodeFailure(role, where, problem, raised=False)
@@ -468,11 +452,26 @@ class _MapTask(_TaskBase):
                         return UserCodeFailure(f"{agg!r} on the mapper's values", where, exc)
         return None
 
+    def _feed_hook(self, role: str, split: Split, feed: Any) -> None:
+        """Run ``mapper_init`` or ``mapper_final``; its pairs go where the mapper's go."""
+        where = f"map task on {split.describe()}"
+        combiner = self.fns.map_side_combiner() if self.reducers > 0 else None
+        hook = getattr(self.fns, role)
+        pairs = hook_pairs(
+            hook, role, where, grouped=self.reducers > 0, hashed=combiner is not None
+        )
+        if not pairs:
+            return
+        try:
+            feed.feed_output(pairs, trusted=True)
+        except Exception as exc:  # a built-in combiner that cannot fold these values
+            raise UserCodeFailure(f"{combiner!r} on the {role}'s values", where, exc) from exc
+
     def _run_shuffle(self, reader: SplitReader, split: Split) -> TaskResult:
         plan = self.plan
         partitioner = self.fns.partitioner
         if plan.steps[self.step].total_order:
-            boundaries = step_boundaries(plan, self.step, self.fns, self.options)
+            boundaries = step_boundaries(plan, self.step, type(self.job), self.options)
             partitioner = RangePartitioner(boundaries)
         collector = MapCollector(
             num_partitions=self.reducers,
@@ -480,11 +479,16 @@ class _MapTask(_TaskBase):
             partitioner=partitioner,
             memory_budget=plan.memory // 2,
             spill_dir=self.spill_dir,
+            combiner_init=self.fns.combiner_init,
+            combiner_final=self.fns.combiner_final,
+            where=f"map task on {split.describe()}",
         )
         try:
+            self._feed_hook("mapper_init", split, collector)
             for chunk in self._records(reader):
                 self._map_chunk(chunk, split, reader, collector)
                 collector.maybe_spill()
+            self._feed_hook("mapper_final", split, collector)
             url = plan.shuffle_url(self.step, self.index, self.attempt)
             with store_for(url, self.options).open_write(url) as out:
                 index = collector.write(out)
@@ -502,12 +506,14 @@ class _MapTask(_TaskBase):
         # NaN keys pass through here: a map-only step neither sorts nor groups its keys, so
         # a NaN harms no other key (a later step that groups them refuses it there).
         url, final = self.final_output()
-        sink = _PairSink(self.plan.output_format if final else INTERNAL)
+        sink = _PairSink(self.plan.output_format if final else INTERNAL, type(self.job))
         with store_for(url, self.options).open_write(url) as out:
             sink.out = out
+            self._feed_hook("mapper_init", split, sink)
             for chunk in self._records(reader):
                 self._map_chunk(chunk, split, reader, sink)
                 sink.flush_if_full()
+            self._feed_hook("mapper_final", split, sink)
             sink.flush()
             size = out.tell()
         self.counters["map_output_records"] = sink.records
@@ -523,9 +529,9 @@ class _PairSink:
     mapper can only yield pairs; the reduce task checks what it appends itself.
     """
 
-    def __init__(self, fmt: str) -> None:
+    def __init__(self, fmt: str, job_cls: type[MapReduce] | None = None) -> None:
         self.fmt = fmt
-        self.encode = None if fmt == INTERNAL else output_line_encoder(fmt)
+        self.encode = None if fmt == INTERNAL else line_encoder(fmt, job_cls)
         self.pending: list[tuple[Any, Any]] = []
         self.records = 0
         self.out: Any = None
@@ -563,21 +569,31 @@ class _PairSink:
             check_pairs(pairs)  # a str "ab" would be written as the pair ("a", "b")
             self.unchecked = False
         self.pending = []
+        encode = self.encode
+        custom = getattr(encode, "custom", False)
         try:
-            if self.encode is None:
+            if encode is None:
                 keys = []
                 values = []
                 for k, v in pairs:
                     keys.append(k)
                     values.append(v)
-                self.out.write(encode_block(keys, values)[0])
+                data = encode_block(keys, values)[0]
             else:
-                self.out.write(self.encode(pairs).encode("utf-8"))
-        except (TypeError, ValueError) as exc:
-            bad = _first_unencodable(pairs, self.encode)
+                data = encode(pairs)
+        except Interrupted:
+            raise
+        except USER_ERRORS as exc:
+            if custom:  # the job's OUTPUT_PROTOCOL: its own error, with its traceback
+                bad = _first_unencodable(pairs, encode)
+                raise UserCodeFailure(encode.role, f"pair {bad!r:.200}", exc) from exc
+            if not isinstance(exc, TypeError | ValueError):
+                raise
+            bad = _first_unencodable(pairs, encode)
             raise UserCodeFailure(
                 "output", f"pair {bad!r:.200} cannot be written as {self.fmt}", exc
             ) from exc
+        self.out.write(data)
         self.records += len(pairs)
 
 
@@ -613,15 +629,18 @@ class _ReduceTask(_TaskBase):
         raw_total = sum(s[3] for s in segments)
         _call_hook("setup", lambda: f"reduce task {r}", self.job.setup)
         url, final = self.final_output()
-        sink = _PairSink(plan.output_format if final else INTERNAL)
+        sink = _PairSink(plan.output_format if final else INTERNAL, type(self.job))
         # Python objects take several times their pickled size in memory.
         in_memory = raw_total * 4 < plan.memory // 2
+        where = f"reduce task {r}"
         with store_for(url, self.options).open_write(url) as out:
             sink.out = out
+            sink.pending.extend(hook_pairs(self.fns.reducer_init, "reducer_init", where))
             if in_memory:
                 self._reduce_in_memory(segments, cls, sink)
             else:
                 self._reduce_external(segments, cls, sink)
+            sink.pending.extend(hook_pairs(self.fns.reducer_final, "reducer_final", where))
             sink.flush()
             size = out.tell()
         _call_hook("teardown", lambda: f"reduce task {r}", self.job.teardown)
