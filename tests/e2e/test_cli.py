@@ -32,8 +32,8 @@ from kubemr.cli.exits import ExitCode
 from kubemr.executors.k8s.manifests import GROUP, KIND, LABEL_JOB, PLURAL, VERSION
 from kubemr.versions import runtime_versions
 from tests.e2e import support
-from tests.e2e.support import Cluster, ControllerProcess, kubectl, token_kubeconfig, wait_for
 from tests.e2e.datajobs import WORDCOUNT
+from tests.e2e.support import Cluster, ControllerProcess, kubectl, token_kubeconfig, wait_for
 from tests.support import ROOT, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
