@@ -44,6 +44,37 @@ OUTPUT = "OutputError"
 INPUT = "InputError"
 DEFINITION = "JobDefinitionError"
 INTERRUPTED = "Terminated"
+OUT_OF_MEMORY = "OutOfMemory"
+
+MEMORY_ADVICE = (
+    "raise spec.template.resources.limits.memory, or give each task less to hold: a "
+    "smaller splitSize (map tasks) or more reducers (reduce tasks)"
+)
+
+
+def task_name(stage: str, index: int | None) -> str:
+    """How a task is named in the status: ``map-0-00012``, or ``plan`` and ``commit``."""
+    if index is None or stage in ("plan", "commit"):
+        return stage
+    return f"{stage}-{index:05d}"
+
+
+def quantity(size: int) -> str:
+    """A byte count as Kubernetes writes a memory quantity: ``768Mi``, ``2Gi``, or bytes."""
+    for suffix, unit in (("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
+        if size >= unit and size % unit == 0:
+            return f"{size // unit}{suffix}"
+    return str(size)
+
+
+def out_of_memory_message(task: str, limit: str | None, how: str, detail: str = "") -> str:
+    """The root cause of a task that ran out of memory: the task, the limit it ran under
+    (``None``: none known), how it ended and what to do."""
+    under = f"its memory limit of {limit}" if limit else "the memory it could get"
+    text = f"{task} ran out of memory under {under} ({how})"
+    if detail:
+        text += f": {detail}"
+    return f"{text}; {MEMORY_ADVICE}"
 
 
 def encode(message: dict[str, Any]) -> str:

@@ -785,3 +785,65 @@ def test_without_namespaces_pods_find_their_files_through_env(kube, tmp_path) ->
         assert terminated.message == "done"
         assert "PYTEST_CURRENT_TEST" not in env and env["HOSTNAME"] == "flatmsg"
         assert "namespaces of their own (--namespaces=off)" in stack.log_tail("node", 100000)
+
+
+def test_an_evicted_pod_ends_failed_with_its_disruption_target(kube, ns) -> None:
+    """The Eviction API marks the pod (DisruptionTarget) and deletes it; the node stops
+    it and reports it Failed with that condition kept, as a kubelet does: a Job's
+    podFailurePolicy reads it there to tell an eviction from a failed attempt."""
+    core = client.CoreV1Api(kube.api_client())
+    manifest = pod_manifest("evictee", "import time; time.sleep(600)")
+    # Kept after its deletion, for a look at its last status.
+    manifest["metadata"]["finalizers"] = ["kubemr.dev/test-keep"]
+    core.create_namespaced_pod(ns, manifest)
+    try:
+        wait_for("the pod to run", lambda: core.read_namespaced_pod("evictee", ns).status.phase
+                 == "Running", 120)  # fmt: skip
+        eviction = client.V1Eviction(metadata=client.V1ObjectMeta(name="evictee", namespace=ns))
+        core.create_namespaced_pod_eviction("evictee", ns, eviction)
+
+        def ended() -> Any:
+            pod = core.read_namespaced_pod("evictee", ns)
+            return pod if pod.status.phase in ("Succeeded", "Failed") else None
+
+        pod = wait_for("the evicted pod to end", ended, 60)
+        assert pod.status.phase == "Failed"
+        marks = [c for c in pod.status.conditions or [] if c.type == "DisruptionTarget"]
+        assert len(marks) == 1 and marks[0].status == "True", pod.status.conditions
+        assert marks[0].reason == "EvictionByEvictionAPI"
+        assert pod.status.container_statuses[0].state.terminated.exit_code == 143  # SIGTERM
+    finally:
+        core.patch_namespaced_pod("evictee", ns, {"metadata": {"finalizers": None}})
+
+
+def test_a_restarted_node_reports_the_pods_it_lost_as_failed(kube, tmp_path) -> None:
+    """A killed node takes its pods' processes with it. Started again, it reports a
+    restartPolicy Never pod that was running as a kubelet does for a container it cannot
+    find (Failed, ContainerStatusUnknown, 137), rather than running its command a second
+    time under the same pod; new pods run."""
+    if kube.stack is None:
+        pytest.skip("kills and restarts the kubestack node")
+    starts = tmp_path / "starts"
+    code = f"import time; open({str(starts)!r}, 'a').write('started\\n'); time.sleep(600)"
+    with own_stack(tmp_path) as (stack, core):
+        core.create_namespaced_pod("default", pod_manifest("lost", code))
+        wait_for("the pod to run", lambda: starts.exists(), 120)
+        wait_for("the API server to show it Running",
+                 lambda: core.read_namespaced_pod("lost", "default").status.phase == "Running",
+                 60)  # fmt: skip
+        uid = core.read_namespaced_pod("lost", "default").metadata.uid
+        stack.kill("node")
+        stack.restart("node")
+
+        def ended() -> Any:
+            pod = core.read_namespaced_pod("lost", "default")
+            return pod if pod.status.phase in ("Succeeded", "Failed") else None
+
+        pod = wait_for("the lost pod to be reported", ended, 90)
+        state = pod.status.container_statuses[0].state.terminated
+        assert pod.status.phase == "Failed"
+        assert state.reason == "ContainerStatusUnknown" and state.exit_code == 137, state
+        assert starts.read_text() == "started\n"  # its command ran once
+        assert uid not in os.listdir(os.path.join(stack.state, "pods"))  # nothing left
+        terminated, log = run_pod(core, "default", "after", "print('ran')")
+        assert terminated.exit_code == 0 and log.strip() == "ran"

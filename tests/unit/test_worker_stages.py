@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -210,3 +211,62 @@ def test_unknown_stage_is_refused(tmp_path, stage) -> None:
         timeout=60,
     ).returncode
     assert code == 2
+
+
+HOARDING = """
+import kubemr
+
+class Hoards(kubemr.MapReduce):
+    reducer = kubemr.SUM
+
+    def mapper(self, line):
+        if line == "hoard":
+            cache = bytearray(4 * 2**30)
+            cache[0] = 1
+        yield line, 1
+"""
+
+
+def _address_space(limit: int):
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return apply
+
+
+def test_a_mapper_past_the_memory_limit_reports_out_of_memory(tmp_path) -> None:
+    """Under an address-space limit (how a node without cgroups enforces limits.memory)
+    an allocation past it raises MemoryError: the worker reports OutOfMemory, naming the
+    task, the limit and what to do, and still writes its log."""
+    data = tmp_path / "in.txt"
+    data.write_text("a\nhoard\n")
+    env = {"KUBEMR_SPEC": json.dumps(plan_input(tmp_path, HOARDING, [str(data)]))}
+    assert run_stage(tmp_path, "plan", env=env)[0] == 0
+    proc, message = worker(tmp_path, "map-0", 0, preexec_fn=_address_space(1 << 30))
+    _, err = proc.communicate(timeout=120)
+    msg = json.loads(message.read_text())
+    assert proc.returncode == EXIT_RETRY, err
+    assert msg["reason"] == "OutOfMemory"
+    assert msg["message"].startswith("map-0-00000 ran out of memory under its memory limit of 1Gi")
+    assert "in.txt:2" in msg["message"]  # the record it was mapping
+    assert "limits.memory" in msg["message"] and "splitSize" in msg["message"]
+    assert "MemoryError" in msg["traceback"] and "bytearray" in msg["traceback"]
+    with open(msg["log"]) as fh:
+        assert "ran out of memory" in fh.read()
+
+
+def test_memory_limit_from_the_address_space_or_the_cgroup(tmp_path, monkeypatch) -> None:
+    from kubemr.cli import worker as worker_cli
+
+    monkeypatch.setattr(worker_cli.resource, "getrlimit", lambda _: (768 << 20, 768 << 20))
+    assert worker_cli.memory_limit() == 768 << 20
+    unlimited = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+    monkeypatch.setattr(worker_cli.resource, "getrlimit", lambda _: unlimited)
+    v2, v1 = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
+    monkeypatch.setattr(worker_cli, "CGROUP_MEMORY_LIMITS", (str(v2), str(v1)))
+    assert worker_cli.memory_limit() is None  # neither file
+    v2.write_text("max\n")
+    v1.write_text("9223372036854771712\n")  # cgroup v1 for "no limit"
+    assert worker_cli.memory_limit() is None
+    v2.write_text("1073741824\n")
+    assert worker_cli.memory_limit() == 1 << 30

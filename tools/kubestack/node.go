@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -64,6 +65,7 @@ func runNode(args []string) error {
 	if err := os.MkdirAll(*rootDir, 0o755); err != nil {
 		return err
 	}
+	removeStalePodDirs(*rootDir)
 	restCfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
 	if err != nil {
 		return err
@@ -150,6 +152,27 @@ func runNode(args []string) error {
 	return err
 }
 
+var podUID = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+
+// removeStalePodDirs removes the directories of pods an earlier run of the node left
+// (killed, it could not clean up): their processes died with it, and a pod the API
+// server still has gets a new directory or is reported lost.
+func removeStalePodDirs(rootDir string) {
+	entries, err := os.ReadDir(rootDir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		// Named by pod UID; nothing else in the directory is touched.
+		if !podUID.MatchString(e.Name()) || !e.IsDir() {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(rootDir, e.Name())); err != nil {
+			klog.Warningf("removing a stale pod directory: %v", err)
+		}
+	}
+}
+
 // process is one pod's container, running as a local process group.
 type process struct {
 	pod     *corev1.Pod
@@ -162,6 +185,10 @@ type process struct {
 	started chan struct{} // closed once pod-init reported (and handles signals), or never will
 	exited  chan struct{} // closed once the process has been waited for
 	done    chan struct{} // closed once the final status is set
+	// others are the pod's conditions that are not the node's to set (DisruptionTarget
+	// from an eviction or a preemption): reported back with every status, as a
+	// kubelet keeps them, rather than erased by it.
+	others []corev1.PodCondition
 }
 
 // processProvider implements the virtual-kubelet provider by running processes.
@@ -200,21 +227,29 @@ func (p *processProvider) publish(pod *corev1.Pod) {
 }
 
 // CreatePod registers the pod as ContainerCreating and starts it in the background:
-// its volumes may have to wait for a Secret or ConfigMap, as with a kubelet.
+// its volumes may have to wait for a Secret or ConfigMap, as with a kubelet. A pod
+// that an earlier run of the node started is reported lost instead (reportLost).
 func (p *processProvider) CreatePod(_ context.Context, pod *corev1.Pod) error {
 	pod = pod.DeepCopy()
 	if len(pod.Spec.Containers) == 0 {
 		return errdefs.InvalidInput("pod has no containers")
 	}
 	c := pod.Spec.Containers[0]
+	others := othersConditions(pod.Status.Conditions)
+	var lost *corev1.ContainerStatus
+	if was := lostContainer(pod); was != nil {
+		lost = was.DeepCopy()
+	}
 	now := metav1.Now()
-	pod.Status.StartTime = &now
+	if pod.Status.StartTime == nil || lost == nil {
+		pod.Status.StartTime = &now
+	}
 	pod.Status.HostIP = "127.0.0.1"
 	pod.Status.HostIPs = []corev1.HostIP{{IP: "127.0.0.1"}}
 	pod.Status.PodIP = "127.0.0.1"
 	pod.Status.PodIPs = []corev1.PodIP{{IP: "127.0.0.1"}}
 	pod.Status.Phase = corev1.PodPending
-	pod.Status.Conditions = conditions(corev1.ConditionFalse)
+	pod.Status.Conditions = conditions(corev1.ConditionFalse, others)
 	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{
 		Name: c.Name, Image: c.Image, Started: boolPtr(false),
 		State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}},
@@ -226,6 +261,7 @@ func (p *processProvider) CreatePod(_ context.Context, pod *corev1.Pod) error {
 		logPath: filepath.Join(p.logDir, fmt.Sprintf("%s_%s_%s.log", pod.Namespace, pod.Name, c.Name)),
 		ctx:     ctx, cancel: cancel,
 		started: make(chan struct{}), exited: make(chan struct{}), done: make(chan struct{}),
+		others: others,
 	}
 	proc.termLog = filepath.Join(proc.dir, "termination-log")
 	p.mu.Lock()
@@ -236,9 +272,66 @@ func (p *processProvider) CreatePod(_ context.Context, pod *corev1.Pod) error {
 	}
 	p.pods[podKey(pod.Namespace, pod.Name)] = proc
 	p.mu.Unlock()
+	if lost != nil {
+		p.reportLost(proc, lost)
+		return nil
+	}
 	p.publish(pod)
 	go p.run(proc)
 	return nil
+}
+
+// lostContainer is the container status an earlier run of this node reported running
+// (or started) for a pod whose process died with that node, when the pod's restart
+// policy is Never; nil when the pod is to be run now.
+func lostContainer(pod *corev1.Pod) *corev1.ContainerStatus {
+	if pod.Spec.RestartPolicy != corev1.RestartPolicyNever {
+		return nil // a kubelet starts the container again
+	}
+	for i := range pod.Status.ContainerStatuses {
+		cs := &pod.Status.ContainerStatuses[i]
+		if cs.State.Running != nil || (cs.Started != nil && *cs.Started) {
+			return cs
+		}
+	}
+	return nil
+}
+
+// reportLost ends a pod that an earlier run of this node started and whose process is
+// gone (a killed or restarted node takes its pods' processes with it), as a kubelet
+// does for a restartPolicy Never pod whose container it cannot find: Failed, the
+// container terminated with ContainerStatusUnknown and 137. Running its command again
+// under the same pod would run a task attempt twice.
+func (p *processProvider) reportLost(proc *process, was *corev1.ContainerStatus) {
+	klog.Warningf("pod %s/%s: its process did not outlive an earlier run of the node; reporting it Failed",
+		proc.pod.Namespace, proc.pod.Name)
+	proc.cancel()
+	close(proc.started)
+	close(proc.exited)
+	if err := os.RemoveAll(proc.dir); err != nil {
+		klog.Warningf("removing the directory of pod %s/%s: %v", proc.pod.Namespace, proc.pod.Name, err)
+	}
+	p.mu.Lock()
+	pod := proc.pod
+	started := metav1.Now()
+	if was.State.Running != nil {
+		started = was.State.Running.StartedAt
+	}
+	pod.Status.Phase = corev1.PodFailed
+	pod.Status.Conditions = conditions(corev1.ConditionFalse, proc.others)
+	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{
+		Name: was.Name, Image: was.Image, ImageID: was.ImageID, Ready: false, Started: boolPtr(false),
+		ContainerID: was.ContainerID,
+		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+			ExitCode: 137, Reason: "ContainerStatusUnknown",
+			Message:   "The container could not be located when the pod was terminated",
+			StartedAt: started, FinishedAt: metav1.Now(), ContainerID: was.ContainerID,
+		}},
+	}}
+	close(proc.done)
+	snapshot := pod.DeepCopy()
+	p.mu.Unlock()
+	p.publish(snapshot)
 }
 
 // run prepares the pod (retrying while a volume cannot be made), starts its process and
@@ -599,7 +692,7 @@ func (p *processProvider) setRunning(proc *process) {
 	c := pod.Spec.Containers[0]
 	started := metav1.Now()
 	pod.Status.Phase = corev1.PodRunning
-	pod.Status.Conditions = conditions(corev1.ConditionTrue)
+	pod.Status.Conditions = conditions(corev1.ConditionTrue, proc.others)
 	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{
 		Name: c.Name, Image: c.Image, ImageID: c.Image, Ready: true, Started: boolPtr(true),
 		ContainerID: fmt.Sprintf("process://%d", proc.cmd.Process.Pid),
@@ -628,7 +721,7 @@ func (p *processProvider) finish(proc *process, code int32, reason, message stri
 	if code != 0 {
 		pod.Status.Phase = corev1.PodFailed
 	}
-	pod.Status.Conditions = conditions(corev1.ConditionFalse)
+	pod.Status.Conditions = conditions(corev1.ConditionFalse, proc.others)
 	containerID := ""
 	if proc.cmd != nil && proc.cmd.Process != nil {
 		containerID = fmt.Sprintf("process://%d", proc.cmd.Process.Pid)
@@ -647,14 +740,38 @@ func (p *processProvider) finish(proc *process, code int32, reason, message stri
 	p.publish(snapshot)
 }
 
-func conditions(ready corev1.ConditionStatus) []corev1.PodCondition {
+// conditions are the node's own pod conditions, then others' (kept as they are).
+func conditions(ready corev1.ConditionStatus, others []corev1.PodCondition) []corev1.PodCondition {
 	now := metav1.Now()
-	return []corev1.PodCondition{
+	out := []corev1.PodCondition{
 		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now},
 		{Type: corev1.PodInitialized, Status: corev1.ConditionTrue, LastTransitionTime: now},
 		{Type: corev1.ContainersReady, Status: ready, LastTransitionTime: now},
 		{Type: corev1.PodReady, Status: ready, LastTransitionTime: now},
 	}
+	for _, c := range others {
+		out = append(out, *c.DeepCopy())
+	}
+	return out
+}
+
+// nodeConditions are the pod condition types a kubelet owns and sets itself
+// (pkg/kubelet/types PodConditionsByKubelet); the others (DisruptionTarget, readiness
+// gates) are set by others and only kept.
+var nodeConditions = map[corev1.PodConditionType]bool{
+	corev1.PodScheduled: true, corev1.PodReady: true, corev1.PodInitialized: true,
+	corev1.ContainersReady: true, corev1.PodResizeInProgress: true, corev1.PodResizePending: true,
+	corev1.PodReadyToStartContainers: true,
+}
+
+func othersConditions(conds []corev1.PodCondition) []corev1.PodCondition {
+	var out []corev1.PodCondition
+	for _, c := range conds {
+		if !nodeConditions[c.Type] {
+			out = append(out, *c.DeepCopy())
+		}
+	}
+	return out
 }
 
 func boolPtr(b bool) *bool { return &b }
@@ -671,6 +788,11 @@ func (p *processProvider) DeletePod(_ context.Context, pod *corev1.Pod) error {
 	if !ok {
 		return errdefs.NotFound("pod not found")
 	}
+	// An eviction or a preemption marks the pod (DisruptionTarget) before deleting it:
+	// its final status says so, and the Job controller's podFailurePolicy reads it there.
+	p.mu.Lock()
+	proc.others = mergeConditions(proc.others, othersConditions(pod.Status.Conditions))
+	p.mu.Unlock()
 	grace := 30 * time.Second
 	if pod.DeletionGracePeriodSeconds != nil {
 		grace = time.Duration(*pod.DeletionGracePeriodSeconds) * time.Second
@@ -683,6 +805,23 @@ func (p *processProvider) DeletePod(_ context.Context, pod *corev1.Pod) error {
 	delete(p.pods, key)
 	p.mu.Unlock()
 	return nil
+}
+
+// mergeConditions is have with each of more replacing the one of its type, or added.
+func mergeConditions(have, more []corev1.PodCondition) []corev1.PodCondition {
+	out := append([]corev1.PodCondition{}, have...)
+	for _, c := range more {
+		replaced := false
+		for i := range out {
+			if out[i].Type == c.Type {
+				out[i], replaced = c, true
+			}
+		}
+		if !replaced {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // stop ends the pod's process (within grace) and its volume work, and removes its

@@ -4,8 +4,8 @@ a worker pod does.
 The pod contract (:mod:`kubemr.termination`): exit 0 when committed, 1 when another
 attempt may succeed, 3 for bad input, 4 for code pickled by another version, 143 when
 stopped by SIGTERM (uploads aborted); a compact JSON result or root cause in the
-termination-message file; the attempt's log copied to the work dir, so it outlives the
-pod.
+termination-message file (a MemoryError is reported as OutOfMemory, with the limit the
+process ran under); the attempt's log copied to the work dir, so it outlives the pod.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import io
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import sys
@@ -126,6 +127,8 @@ def _failure(exc: BaseException, base: dict[str, Any]) -> tuple[int, dict[str, A
             "reason": termination.INTERRUPTED,
             "message": f"stopped by signal {exc.signum}",
         }
+    if _memory_error(exc) is not None:
+        return _out_of_memory(exc, base)
     if isinstance(exc, TaskError):
         failure = exc.failure
         if failure.kind == "bad-record":
@@ -180,6 +183,83 @@ def _failure(exc: BaseException, base: dict[str, Any]) -> tuple[int, dict[str, A
         "message": f"{type(exc).__name__}: {exc}",
         "traceback": tb,
     }
+
+
+def _memory_error(exc: BaseException) -> MemoryError | None:
+    """The MemoryError behind ``exc``: itself, its cause or context, or the user code's
+    exception a task failure wraps."""
+    seen: set[int] = set()
+    todo: list[Any] = [exc]
+    while todo:
+        err = todo.pop()
+        if not isinstance(err, BaseException) or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, MemoryError):
+            return err
+        todo.extend((err.__cause__, err.__context__, getattr(err, "cause", None)))
+    return None
+
+
+def _out_of_memory(exc: BaseException, base: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """A stage that ran out of memory: the task, the limit it ran under and what to do.
+    Retryable: on a cluster another attempt may find a node with room."""
+    if isinstance(exc, TaskError):
+        detail, trace = exc.failure.message, exc.failure.traceback
+    else:
+        detail = ""
+        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    limit = memory_limit()
+    message = termination.out_of_memory_message(
+        termination.task_name(base["stage"], base["index"]),
+        termination.quantity(limit) if limit else None,
+        "MemoryError",
+        detail,
+    )
+    _release_frames(exc)
+    return termination.EXIT_RETRY, {
+        "ok": False,
+        **base,
+        "reason": termination.OUT_OF_MEMORY,
+        "message": message,
+        "traceback": trace,
+    }
+
+
+def _release_frames(exc: BaseException) -> None:
+    """Drop the local variables of the failed frames (what filled the memory), so that
+    the log and the report can still be written."""
+    seen: set[int] = set()
+    todo: list[Any] = [exc]
+    while todo:
+        err = todo.pop()
+        if not isinstance(err, BaseException) or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if err.__traceback__ is not None:
+            traceback.clear_frames(err.__traceback__)
+        todo.extend((err.__cause__, err.__context__, getattr(err, "cause", None)))
+
+
+CGROUP_MEMORY_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
+def memory_limit() -> int | None:
+    """The memory this process may use, in bytes: its address-space limit (how a node
+    without cgroups enforces limits.memory), else its cgroup's limit; None when neither
+    is set."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY and soft > 0:
+        return soft
+    for path in CGROUP_MEMORY_LIMITS:
+        try:
+            with open(path) as fh:
+                text = fh.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < 1 << 60:  # cgroup v1 writes ~2**63 for none
+            return int(text)
+    return None
 
 
 def _write_termination_message(message: dict[str, Any]) -> None:

@@ -6,9 +6,11 @@ start).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from kubemr import termination
 from kubemr.controller.conditions import condition_reason
@@ -19,7 +21,8 @@ from kubemr.controller.observed import (
     parse_indexes,
     seconds,
 )
-from kubemr.coordinator import Stage, StageKind
+from kubemr.coordinator import Stage
+from kubemr.executors.k8s.manifests import CONTAINER, LABEL_JOB
 from kubemr.spec import FailureStatus
 
 # Failure reasons the controller decides itself (the workers' are in kubemr.termination).
@@ -73,19 +76,75 @@ class Failure:
 
 def task_name(stage: str, index: int | None) -> str:
     """How a task is named in the status: ``map-0-00012``, or ``plan``."""
-    if index is None or stage in (StageKind.PLAN.value, StageKind.COMMIT.value):
-        return stage
-    return f"{stage}-{index:05d}"
+    return termination.task_name(stage, index)
 
 
-def root_cause(stage: Stage, job: Obj, pods: Sequence[PodView]) -> Failure:
+OOM_KILLED = "OOMKilled"
+"""The container's terminated reason when the kernel killed it at its memory limit."""
+_MEMORY_TAIL = re.compile(r"^MemoryError\b|std::bad_alloc|Cannot allocate memory")
+"""A log's last line when a process died of memory before it could report (a C
+extension's abort, an error before the worker started)."""
+SHOWN_TASKS = 5
+"""Running tasks a deadline's message names, at most."""
+
+
+def memory_limit(job: Obj) -> str | None:
+    """The worker container's ``limits.memory`` in a stage Job's pod template."""
+    template = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    containers = template.get("containers") or []
+    container: Any = next((c for c in containers if c.get("name") == CONTAINER), None)
+    container = container or (containers[0] if containers else {})
+    limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")
+    return str(limit) if limit not in (None, "") else None
+
+
+def deadline_cause(
+    limit: int | None,
+    stage: Stage | None,
+    job: Obj,
+    pods: Sequence[PodView],
+    resource: str | None = None,
+) -> Failure:
+    """The job ran past ``spec.activeDeadlineSeconds`` (``limit``; None: not known) in
+    ``stage``, whose Job is ``job`` (``{}`` when not made yet): what still ran, and what
+    to do. ``resource`` is the MapReduceJob's name (else read from the Job's labels)."""
+    deadline = f"activeDeadlineSeconds={limit}" if limit is not None else "activeDeadlineSeconds"
+    message = f"the job ran longer than {deadline}"
+    name = resource or ((job.get("metadata") or {}).get("labels") or {}).get(LABEL_JOB) or "NAME"
+    first = stage.name if stage is not None else None
+    if stage is not None and not job:
+        message += f"; {stage.name} was about to start"
+    elif stage is not None:
+        done = parse_indexes((job.get("status") or {}).get("completedIndexes"))
+        running = sorted(
+            {v.index for v in pods if v.running and v.index is not None and v.index not in done}
+        )
+        message += f"; {stage.name} was running, {len(done)} of {stage.tasks} task(s) done"
+        if running:
+            names = [task_name(stage.name, i) for i in running]
+            first = names[0]
+            shown = ", ".join(names[:SHOWN_TASKS])
+            more = len(names) - SHOWN_TASKS
+            message += f"; still running: {shown}" + (f" and {more} more" if more > 0 else "")
+    message += (
+        ". A task that never ends waits on something or hangs in the job's code: see where "
+        f"in its log (kubemr logs {name} --task {first or 'TASK'}); if the job only needs "
+        "longer, raise spec.activeDeadlineSeconds"
+    )
+    return Failure(DEADLINE, message, task=stage.name if stage is not None else None)
+
+
+def root_cause(
+    stage: Stage, job: Obj, pods: Sequence[PodView], active_deadline: int | None = None
+) -> Failure:
     """Why ``stage`` failed, from its Job (``{}`` when gone) and its pods: the worker's
-    report of the most telling failed attempt, else its exit code, else the Job's word."""
+    report of the most telling failed attempt, else its exit code, else the Job's word.
+    ``active_deadline`` is the job's activeDeadlineSeconds, for a Job that passed it."""
     cond = job_failed(job) or {}
     job_reason = str(cond.get("reason") or "")
     job_message = str(cond.get("message") or "")
     if job_reason == "DeadlineExceeded":
-        return Failure(DEADLINE, job_message or "the stage's Job passed its deadline", stage.name)
+        return deadline_cause(active_deadline, stage, job, pods)
     failed_indexes = parse_indexes((job.get("status") or {}).get("failedIndexes"))
     views = [v for v in pods if v.phase == "Failed" or v.exit_code]
 
@@ -130,6 +189,15 @@ def root_cause(stage: Stage, job: Obj, pods: Sequence[PodView]) -> Failure:
         task = task_name(stage.name, best.index)
         attempt = best.name
         log = None
+        if best.terminated_reason == OOM_KILLED or _MEMORY_TAIL.search(last):
+            # Killed at its limit (a cgroup), or died of memory before it could report.
+            how = (
+                f"{OOM_KILLED}: the kernel killed it, exit code {best.exit_code}"
+                if best.terminated_reason == OOM_KILLED
+                else f"exit code {best.exit_code}: {last[:200]}"
+            )
+            reason = termination.OUT_OF_MEMORY
+            message = termination.out_of_memory_message(task, memory_limit(job), how)
     if attempts > 1 and message:
         message = f"{message} (after {attempts} attempts)"
     return Failure(
