@@ -39,6 +39,12 @@ class VersionSkew(KubemrError):
     than the worker's: refused before anything is unpickled."""
 
 
+class CodeIntegrityError(VersionSkew):
+    """The job's code is not the bytes it was submitted or stored with: refused before it
+    is unpickled (unpickling runs code). Deterministic, as a version skew is: the task
+    fails at once instead of being retried."""
+
+
 class BadRecordError(KubemrError):
     """A malformed input record; deterministic, so retrying the task cannot help."""
 
@@ -67,13 +73,13 @@ class TaskFailure:
 
     task: str
     attempt: str
-    kind: str  # "user-code", "bad-record", "version-skew" or "infrastructure"
+    kind: str  # "user-code", "bad-record", "version-skew", "code-integrity", "infrastructure"
     message: str
     traceback: str = ""
 
     @property
     def retryable(self) -> bool:
-        return self.kind not in ("bad-record", "version-skew")
+        return self.kind not in ("bad-record", "version-skew", "code-integrity")
 
     def describe(self) -> str:
         text = f"task {self.task} (attempt {self.attempt}) failed: {self.message}"

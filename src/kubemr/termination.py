@@ -38,6 +38,7 @@ MAX_TRACEBACK_CHARS = 1024
 USER_CODE = "UserCodeError"
 BAD_INPUT = "BadInput"
 VERSION_SKEW = "VersionSkew"
+CODE_INTEGRITY = "CodeIntegrityError"  # the job's code changed after submission
 INFRASTRUCTURE = "InfrastructureError"
 STORAGE = "StorageError"
 OUTPUT = "OutputError"

@@ -21,15 +21,9 @@ from typing import Any
 import cloudpickle
 
 from kubemr import storage
-from kubemr.errors import VersionSkew
+from kubemr.errors import CodeIntegrityError, VersionSkew
 from kubemr.plan import Plan
 from kubemr.storage import StorageOptions
-
-
-class CodeIntegrityError(VersionSkew):
-    """The job's code is not the bytes it was submitted or stored with: refused before it
-    is unpickled (unpickling runs code). A kind of :class:`VersionSkew` to the worker:
-    deterministic, so the task fails at once instead of being retried."""
 
 
 def check_code_digest(url: str, blob: bytes, expected: str | None, source: str) -> None:

@@ -224,7 +224,7 @@ def test_a_pickle_changed_in_storage_is_refused_before_unpickling(
     status = cluster.wait_phase("tampered", "Failed", timeout=240)
     failure = status["failure"]
     assert not marker.exists(), "the changed pickle was unpickled"
-    assert failure["reason"] == "VersionSkew", failure
+    assert failure["reason"] == "CodeIntegrityError", failure
     for part in (f"s3://{bucket}/{key}", digest, changed, "Submit the job again"):
         assert part in failure["message"], (part, failure)
     # Refused once: the Job failed the index at once instead of retrying it.

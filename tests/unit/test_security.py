@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 from kubemr.cli import app
 from kubemr.coordinator import COMMIT, PLAN, Stage, StageKind
 from kubemr.crd import crd_manifest
+from kubemr.errors import CodeIntegrityError
 from kubemr.executors.k8s.manifests import (
     LABEL_JOB,
     LABEL_STAGE,
@@ -41,8 +42,7 @@ from kubemr.spec import (
 )
 from kubemr.stages import load_code
 from kubemr.storage import StorageOptions
-from kubemr.termination import EXIT_VERSION_SKEW, VERSION_SKEW
-from kubemr.versions import CodeIntegrityError
+from kubemr.termination import CODE_INTEGRITY, EXIT_VERSION_SKEW
 from tests.support import ROOT, helm_binary
 
 Obj = dict[str, Any]
@@ -408,7 +408,7 @@ def test_a_plan_pod_refuses_a_changed_pickle_and_is_not_retried(tmp_path: Any) -
     )
     assert not marker.exists(), "the changed pickle was unpickled"
     # The exit code the stage Job's podFailurePolicy fails the index on at once.
-    assert code == EXIT_VERSION_SKEW and message["reason"] == VERSION_SKEW, message
+    assert code == EXIT_VERSION_SKEW and message["reason"] == CODE_INTEGRITY, message
     assert str(blob) in message["message"] and submitted in message["message"]
     assert "was not unpickled" in message["message"]
 
@@ -423,7 +423,7 @@ def test_a_task_refuses_job_code_changed_in_the_work_dir(tmp_path: Any) -> None:
     stored.write_bytes(booby_trapped(marker))
     code, message = run_worker(tmp_path, "map-0")
     assert not marker.exists(), "the changed job code was unpickled"
-    assert code == EXIT_VERSION_SKEW and message["reason"] == VERSION_SKEW, message
+    assert code == EXIT_VERSION_SKEW and message["reason"] == CODE_INTEGRITY, message
     for part in (str(stored), recorded, hashlib.sha256(stored.read_bytes()).hexdigest()):
         assert part in message["message"], (part, message["message"])
 

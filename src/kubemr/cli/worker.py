@@ -27,6 +27,7 @@ import typer
 from kubemr import storage, termination
 from kubemr.errors import (
     BadRecordError,
+    CodeIntegrityError,
     InputError,
     Interrupted,
     JobDefinitionError,
@@ -140,6 +141,8 @@ def _failure(exc: BaseException, base: dict[str, Any]) -> tuple[int, dict[str, A
             }
         if failure.kind == "version-skew":
             reason, code = termination.VERSION_SKEW, termination.EXIT_VERSION_SKEW
+        elif failure.kind == "code-integrity":
+            reason, code = termination.CODE_INTEGRITY, termination.EXIT_VERSION_SKEW
         elif failure.kind == "user-code":
             reason, code = termination.USER_CODE, termination.EXIT_RETRY
         else:
@@ -152,6 +155,7 @@ def _failure(exc: BaseException, base: dict[str, Any]) -> tuple[int, dict[str, A
             "traceback": failure.traceback,
         }
     reasons: list[tuple[type[BaseException], str, int]] = [
+        (CodeIntegrityError, termination.CODE_INTEGRITY, termination.EXIT_VERSION_SKEW),
         (VersionSkew, termination.VERSION_SKEW, termination.EXIT_VERSION_SKEW),
         (BadRecordError, termination.BAD_INPUT, termination.EXIT_BAD_INPUT),
         (InputError, termination.INPUT, termination.EXIT_BAD_INPUT),

@@ -22,6 +22,7 @@ KIND_REASONS = {
     "user-code": termination.USER_CODE,
     "bad-record": termination.BAD_INPUT,
     "version-skew": termination.VERSION_SKEW,
+    "code-integrity": termination.CODE_INTEGRITY,
     "infrastructure": termination.INFRASTRUCTURE,
 }
 """A failure marker's ``kind`` as the reason a worker reports for it."""
