@@ -73,7 +73,8 @@ class TaskFailure:
 
     task: str
     attempt: str
-    kind: str  # "user-code", "bad-record", "version-skew", "code-integrity", "infrastructure"
+    kind: str  # "user-code", "bad-record", "version-skew", "code-integrity", "storage",
+    # or "infrastructure"
     message: str
     traceback: str = ""
 

@@ -3,7 +3,7 @@
 The server listens on loopback only (API and console on free ports), with generated root
 credentials, the web console, update checks and call-home off, and its data in a temp
 dir. :meth:`MinioServer.restart` stops and starts the same server on the same port and
-data, as a fault test needs.
+data, as a fault test needs; :meth:`MinioServer.stopped` keeps it down for a block.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import boto3
@@ -107,6 +109,24 @@ class MinioServer:
         """The same server again: same port, credentials and data."""
         self.stop()
         self.start()
+
+    @contextmanager
+    def stopped(self) -> Iterator[None]:
+        """The server down for the block, then started again on the same port and data,
+        however the block ends."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
+
+    def is_live(self) -> bool:
+        """Whether ``/minio/health/live`` answers now."""
+        try:
+            with _direct.open(f"{self.endpoint}/minio/health/live", timeout=1):
+                return True
+        except OSError:
+            return False
 
     def close(self) -> None:
         self.stop()

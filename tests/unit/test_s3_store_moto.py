@@ -477,3 +477,195 @@ def test_create_exclusive_first_writer_wins(store: S3Store) -> None:
     assert not store.create_exclusive(url, b"second")
     with store.open_read(url) as fh:
         assert fh.read() == b"first"
+
+
+# -- the retry budget --------------------------------------------------------------------
+class _FakeClock:
+    """The retry loop's clock, moved on only by its waits."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.waits: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> _FakeClock:
+    fake = _FakeClock()
+    monkeypatch.setattr(s3mod, "_clock", fake)
+    monkeypatch.setattr(s3mod, "_sleep", fake.sleep)
+    monkeypatch.setattr(s3mod, "_given_up", set())
+    return fake
+
+
+def _outage_waits(budget: float) -> list[float]:
+    """The waits of the outer loop before it gives up, by its documented rule."""
+    waits: list[float] = []
+    delay = s3mod.RETRY_FIRST_DELAY
+    while sum(waits) + delay <= budget:
+        waits.append(delay)
+        delay = min(delay * 2, s3mod.RETRY_MAX_DELAY)
+    return waits
+
+
+def test_the_retry_budget_absorbs_a_restart_and_is_bounded(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    _clean_aws_env(monkeypatch, tmp_path)
+    monkeypatch.delenv(s3mod.RETRY_ENV, raising=False)
+    budget = s3mod.retry_budget()
+    assert budget.retry_seconds >= 20  # a server restart, a short network cut
+    assert budget.worst_case_seconds <= 180  # a hung server: minutes at most, not many
+    backoff = sum(0.05 * 2**i for i in range(1, budget.attempts))
+    timeouts = budget.connect_timeout + budget.read_timeout
+    assert budget.call_seconds == pytest.approx(budget.attempts * timeouts + backoff)
+    assert budget.worst_case_seconds == pytest.approx(
+        budget.retry_seconds + s3mod.RETRY_MAX_DELAY + budget.call_seconds
+    )
+    config = S3Store().client.meta.config
+    assert config.retries["total_max_attempts"] == budget.attempts
+    assert (config.connect_timeout, config.read_timeout) == (
+        budget.connect_timeout,
+        budget.read_timeout,
+    )
+    monkeypatch.setenv(s3mod.RETRY_ENV, "5")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    assert (s3mod.retry_budget().retry_seconds, s3mod.retry_budget().attempts) == (5.0, 2)
+    monkeypatch.setenv(s3mod.RETRY_ENV, "soon")
+    assert s3mod.retry_budget().retry_seconds == s3mod.RETRY_SECONDS
+
+
+def test_an_unreachable_server_is_retried_for_the_budget_then_named(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Any,
+    clock: _FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _clean_aws_env(monkeypatch, tmp_path)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # the outer loop alone, for speed
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    store = S3Store(StorageOptions(s3_endpoint=endpoint))
+    with pytest.raises(s3mod.StorageUnavailable) as info:
+        store.stat("s3://bkt/in/part-0.txt")
+    error = info.value
+    assert clock.waits == _outage_waits(s3mod.RETRY_SECONDS)
+    assert error.tries == len(clock.waits) + 1
+    assert error.seconds == sum(clock.waits) <= s3mod.RETRY_SECONDS
+    message = str(error)
+    assert f"cannot reach the object store at {endpoint} (EndpointConnectionError)" in message
+    assert "HEAD s3://bkt/in/part-0.txt" in message
+    assert "check that the server is up" in message and "testing-secret" not in message
+    assert isinstance(error, StorageError)
+    # One warning when the waiting began, not one per try.
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cannot reach the object store at {endpoint} (EndpointConnectionError) on HEAD "
+        f"s3://bkt/in/part-0.txt; trying again for up to {s3mod.RETRY_SECONDS:.0f}s"
+    ]
+
+    # What else this process tries there fails at once, until a request succeeds.
+    waited = len(clock.waits)
+    for attempt in (lambda: store.stat("s3://bkt/x"), lambda: list(store.list("s3://bkt/"))):
+        with pytest.raises(s3mod.StorageUnavailable) as again:
+            attempt()
+        assert again.value.tries == 1
+    with pytest.raises(s3mod.StorageUnavailable), store.open_write("s3://bkt/marker.json") as fh:
+        fh.write(b"{}")
+    assert len(clock.waits) == waited
+
+
+def test_a_success_ends_the_fail_fast_and_short_outages_are_ridden_out(
+    store: S3Store, clock: _FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = {"n": 0}
+
+    def down_for(n: int) -> Any:
+        def call() -> str:
+            calls["n"] += 1
+            if calls["n"] <= n:
+                raise botocore.exceptions.EndpointConnectionError(endpoint_url="http://x")
+            return "done"
+
+        calls["n"] = 0
+        return call
+
+    assert store._retrying("GET", "s3://b/k", down_for(2)) == "done"
+    assert clock.waits == [0.5, 1.0]
+    assert "answered again after 1.5s (3 tries) on GET s3://b/k" in caplog.text
+    with pytest.raises(s3mod.StorageUnavailable):
+        store._retrying("GET", "s3://b/k", down_for(1000))
+    with pytest.raises(s3mod.StorageUnavailable) as fast:
+        store._retrying("GET", "s3://b/k", down_for(1000))
+    assert fast.value.tries == 1
+    assert store._retrying("GET", "s3://b/k", down_for(0)) == "done"  # back: trusted again
+    with pytest.raises(s3mod.StorageUnavailable) as full:
+        store._retrying("GET", "s3://b/k", down_for(1000))
+    assert full.value.tries == len(_outage_waits(s3mod.RETRY_SECONDS)) + 1
+
+
+def test_a_server_that_keeps_failing_is_named_with_its_answer(
+    store: S3Store, monkeypatch: pytest.MonkeyPatch, clock: _FakeClock
+) -> None:
+    url = _put(store, "busy", b"payload")
+    store.client.meta.events.register(
+        "before-send.s3.GetObject", lambda request, **_: _error_response(request, 503, "SlowDown")
+    )
+    with pytest.raises(s3mod.StorageUnavailable) as info, store.open_read(url) as fh:
+        fh.read()
+    message = str(info.value)
+    assert "answered 503 SlowDown for" in message and f"GET {url}" in message
+    assert clock.waits == _outage_waits(s3mod.RETRY_SECONDS)
+
+
+def test_request_errors_are_not_retried(store: S3Store, clock: _FakeClock) -> None:
+    with pytest.raises(FileNotFoundError):
+        store.stat(f"s3://{BUCKET}/absent")
+    with pytest.raises(StorageError, match="does not exist"):
+        list(store.list("s3://absent-bucket/x/"))
+    store.client.meta.events.register(
+        "before-send.s3.PutObject",
+        lambda request, **_: _error_response(request, 403, "AccessDenied"),
+    )
+    with pytest.raises(StorageError, match="refused"), store.open_write(f"s3://{BUCKET}/k") as fh:
+        fh.write(b"x")
+    assert clock.waits == []
+
+
+def _no_such_upload() -> botocore.exceptions.ClientError:
+    return botocore.exceptions.ClientError(
+        {"Error": {"Code": "NoSuchUpload"}, "ResponseMetadata": {"HTTPStatusCode": 404}},
+        "CompleteMultipartUpload",
+    )
+
+
+@pytest.mark.parametrize("done_before", [True, False], ids=["answer-lost", "never-done"])
+def test_a_completion_whose_answer_was_lost_is_not_an_error(
+    store: S3Store, monkeypatch: pytest.MonkeyPatch, clock: _FakeClock, done_before: bool
+) -> None:
+    data = os.urandom(6 * MiB)  # two parts
+    real = store.client.complete_multipart_upload
+    calls = []
+
+    def complete(**kwargs: Any) -> Any:
+        calls.append(kwargs["UploadId"])
+        if len(calls) == 1:  # the answer lost on the way back, the work done or not
+            if done_before:
+                real(**kwargs)
+            raise botocore.exceptions.ConnectionClosedError(endpoint_url="http://x")
+        raise _no_such_upload()  # as MinIO answers for an upload it no longer has
+
+    monkeypatch.setattr(store.client, "complete_multipart_upload", complete)
+    if done_before:
+        _put(store, "completed-once", data)
+        assert _client().get_object(Bucket=BUCKET, Key="completed-once")["Body"].read() == data
+    else:
+        with pytest.raises(botocore.exceptions.ClientError, match="NoSuchUpload"):
+            _put(store, "completed-once", data)
+        with pytest.raises(FileNotFoundError):
+            store.stat(f"s3://{BUCKET}/completed-once")
+    assert len(calls) == 2 and clock.waits == [0.5]

@@ -145,6 +145,8 @@ def _failure(exc: BaseException, base: dict[str, Any]) -> tuple[int, dict[str, A
             reason, code = termination.CODE_INTEGRITY, termination.EXIT_VERSION_SKEW
         elif failure.kind == "user-code":
             reason, code = termination.USER_CODE, termination.EXIT_RETRY
+        elif failure.kind == "storage":
+            reason, code = termination.STORAGE, termination.EXIT_RETRY
         else:
             reason, code = termination.INFRASTRUCTURE, termination.EXIT_RETRY
         return code, {

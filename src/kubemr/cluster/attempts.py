@@ -23,6 +23,7 @@ KIND_REASONS = {
     "bad-record": termination.BAD_INPUT,
     "version-skew": termination.VERSION_SKEW,
     "code-integrity": termination.CODE_INTEGRITY,
+    "storage": termination.STORAGE,
     "infrastructure": termination.INFRASTRUCTURE,
 }
 """A failure marker's ``kind`` as the reason a worker reports for it."""

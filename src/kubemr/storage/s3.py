@@ -14,18 +14,41 @@ object appears whole or not at all.
 Every request is counted in :attr:`S3Store.stats` by kind (``GET``, ``PUT``, ``LIST``,
 ``DELETE``, ``HEAD``); the multipart create, each part and the complete call count as
 ``PUT``, each resumed GET as ``GET`` and each ``DeleteObjects`` batch as one ``DELETE``.
+
+The retry budget (:func:`retry_budget`) has two layers:
+
+- botocore retries each call (standard mode, :data:`MAX_ATTEMPTS` attempts with a
+  backoff under a second, :data:`CONNECT_TIMEOUT` and :data:`READ_TIMEOUT` per attempt),
+  which absorbs a dropped connection, a 5xx or a throttled request;
+- a call that still fails because the server cannot be reached (refused, timed out,
+  reset) or answers 5xx / throttling is made again, 0.5 s later and then at most every
+  4 s, until :data:`RETRY_SECONDS` have passed since the operation began; then it
+  raises :class:`StorageUnavailable`, naming the endpoint, the request and what to do.
+  A server restart or a short network cut is absorbed; a dead endpoint fails a task
+  in about half a minute, not many minutes.
+
+An operation that has to wait logs a warning when it starts waiting and when the server
+answers again, so a task's log says why it stood still.
+
+Once an operation has spent its whole budget on an endpoint, later ones in the same
+process try that endpoint once, with no new budget, until a request to it succeeds:
+what a failing task still writes (its failure marker, its log) fails at once instead of
+waiting out the budget again.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, BinaryIO
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, BinaryIO, TypeVar
 
 import boto3
 import botocore.exceptions
@@ -35,6 +58,8 @@ from botocore.config import Config
 from kubemr.storage import StorageOptions
 from kubemr.storage.base import ObjectInfo, RequestStats, StorageError
 
+log = logging.getLogger(__name__)
+
 PART_SIZE = 8 << 20
 """Bytes buffered per multipart part (S3 wants at least 5 MiB for all but the last part)."""
 PARTS_PER_STEP = 1000
@@ -42,10 +67,22 @@ PARTS_PER_STEP = 1000
 reach S3's 5 TiB object limit while small objects keep small parts."""
 READ_RESUMES = 5
 """How many times in a row a broken read stream is re-opened before the error is raised."""
-MAX_ATTEMPTS = 8
-"""Attempts per request, the first one included (``AWS_MAX_ATTEMPTS`` overrides it)."""
-CONNECT_TIMEOUT = 10.0
-READ_TIMEOUT = 120.0
+MAX_ATTEMPTS = 3
+"""botocore's attempts per call, the first one included (``AWS_MAX_ATTEMPTS`` overrides
+it); longer trouble is the outer layer's (:data:`RETRY_SECONDS`)."""
+CONNECT_TIMEOUT = 5.0
+"""Seconds to open a connection."""
+READ_TIMEOUT = 30.0
+"""Seconds to wait for the next bytes of a response: a server that accepts a request and
+then says nothing is given up on, not waited for."""
+RETRY_SECONDS = 30.0
+"""How long one operation keeps trying while the server cannot be reached or answers
+5xx / throttling (``KUBEMR_S3_RETRY_SECONDS`` overrides it): longer than a server restart
+or a short network cut, short enough that a dead endpoint fails a task within a minute."""
+RETRY_FIRST_DELAY = 0.5
+RETRY_MAX_DELAY = 4.0
+"""The outer layer's waits between calls: 0.5 s, doubling, at most 4 s."""
+RETRY_ENV = "KUBEMR_S3_RETRY_SECONDS"
 
 _STREAM_ERRORS: tuple[type[BaseException], ...] = (
     botocore.exceptions.IncompleteReadError,
@@ -56,6 +93,30 @@ _STREAM_ERRORS: tuple[type[BaseException], ...] = (
     urllib3.exceptions.ReadTimeoutError,
     ConnectionError,
     TimeoutError,
+)
+# Failures of a call that mean the server is unreachable or overloaded for now, not that
+# the request is wrong: worth the same call again later.
+_UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (
+    botocore.exceptions.ConnectionError,  # refused, connect timeout, proxy
+    botocore.exceptions.HTTPClientError,  # connection closed, read timeout
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+_BUSY_STATUSES = frozenset({500, 502, 503, 504, 429})
+_BUSY_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequests",
+        "RequestTimeout",
+        "ServiceUnavailable",
+        "InternalError",
+        "XMinioServerNotInitialized",
+    }
 )
 _AUTH_CODES = frozenset(
     {
@@ -76,6 +137,91 @@ _CREDENTIALS_HINT = (
     "and their rights on the bucket"
 )
 _ENDPOINT_HINT = "check --s3-endpoint / AWS_ENDPOINT_URL_S3 and that the server is up"
+_UNAVAILABLE_HINT = (
+    "check that the server is up and that the workers reach it (the endpoint is "
+    "--s3-endpoint / AWS_ENDPOINT_URL_S3, spec.storage.endpoint on Kubernetes), then run "
+    "the job again"
+)
+
+T = TypeVar("T")
+
+
+class StorageUnavailable(StorageError):
+    """The object store could not be reached, or kept failing, for a whole retry budget.
+
+    ``tries`` is how many calls were made, ``seconds`` how long they took.
+    """
+
+    def __init__(self, message: str, *, endpoint: str, tries: int, seconds: float) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.tries = tries
+        self.seconds = seconds
+
+
+@dataclass(frozen=True)
+class RetryBudget:
+    """How long a storage operation may take before it fails (see the module's doc)."""
+
+    attempts: int
+    """botocore's attempts per call."""
+    connect_timeout: float
+    read_timeout: float
+    retry_seconds: float
+    """How long the outer layer calls again."""
+
+    @property
+    def call_seconds(self) -> float:
+        """The longest one call can take: every attempt timing out, plus botocore's
+        backoff between attempts (at most 0.05 * 2**i s before attempt i + 1)."""
+        backoff = sum(0.05 * 2**i for i in range(1, self.attempts))
+        return self.attempts * (self.connect_timeout + self.read_timeout) + backoff
+
+    @property
+    def worst_case_seconds(self) -> float:
+        """The longest an operation can take before it raises: no new call starts after
+        :attr:`retry_seconds`, and the last one may take :attr:`call_seconds`. A refused
+        connection fails each call at once, so a server that is down (rather than hung)
+        fails an operation after about :attr:`retry_seconds`."""
+        return self.retry_seconds + RETRY_MAX_DELAY + self.call_seconds
+
+
+def _env_attempts(env: Mapping[str, str]) -> int:
+    try:
+        return max(1, int(env.get("AWS_MAX_ATTEMPTS", MAX_ATTEMPTS)))
+    except ValueError:
+        return MAX_ATTEMPTS
+
+
+def retry_budget(env: Mapping[str, str] | None = None) -> RetryBudget:
+    """The budget of stores in a process with environment ``env`` (default: this one's);
+    ``AWS_MAX_ATTEMPTS`` and ``KUBEMR_S3_RETRY_SECONDS`` change the defaults."""
+    env = os.environ if env is None else env
+    try:
+        seconds = max(0.0, float(env.get(RETRY_ENV, RETRY_SECONDS)))
+    except ValueError:
+        seconds = RETRY_SECONDS
+    return RetryBudget(_env_attempts(env), CONNECT_TIMEOUT, READ_TIMEOUT, seconds)
+
+
+_clock = time.monotonic
+_sleep = time.sleep
+"""The retry loop's clock and wait (tests replace them)."""
+
+_given_up: set[str] = set()
+"""Endpoints this process spent a whole retry budget on, until a request succeeds."""
+
+
+def _busy(exc: botocore.exceptions.ClientError) -> bool:
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return status in _BUSY_STATUSES or _code(exc) in _BUSY_CODES
+
+
+def _what_failed(exc: BaseException) -> str:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return f"{status} {_code(exc)}".strip()
+    return type(exc).__name__
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -106,6 +252,7 @@ _live_stores: weakref.WeakSet[S3Store] = weakref.WeakSet()
 
 def _after_fork_in_child() -> None:
     # A lock held by another thread at fork time would never be released in the child.
+    _given_up.clear()  # the child judges the endpoints by its own requests
     for store in list(_live_stores):
         store._lock = threading.Lock()
         store._client = None
@@ -118,9 +265,10 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 class S3Store:
     """An :class:`~kubemr.storage.base.ObjectStore` over S3 or a compatible server.
 
-    ``part_size`` (bytes per multipart part, default :data:`PART_SIZE`) and
-    ``page_size`` (keys per LIST request, default the server's 1000) are tuning knobs
-    for tests and benchmarks.
+    ``part_size`` (bytes per multipart part, default :data:`PART_SIZE`),
+    ``page_size`` (keys per LIST request, default the server's 1000) and
+    ``retry_seconds`` (default :func:`retry_budget`'s) are tuning knobs for tests and
+    benchmarks.
 
     The boto3 client is made lazily, once per process: a store copied into a forked
     worker makes its own client there, and a pickled store carries only its settings.
@@ -132,10 +280,12 @@ class S3Store:
         *,
         part_size: int | None = None,
         page_size: int | None = None,
+        retry_seconds: float | None = None,
     ) -> None:
         self.options = options or StorageOptions()
         self.part_size = part_size
         self.page_size = page_size
+        self.retry_seconds = retry_seconds
         self.stats = RequestStats()
         self._lock = threading.Lock()
         self._client: Any = None
@@ -160,10 +310,7 @@ class S3Store:
         mode = os.environ.get("AWS_RETRY_MODE", "standard")
         if mode not in ("standard", "adaptive"):
             mode = "standard"
-        try:
-            attempts = int(os.environ.get("AWS_MAX_ATTEMPTS", MAX_ATTEMPTS))
-        except ValueError:
-            attempts = MAX_ATTEMPTS
+        attempts = _env_attempts(os.environ)
         session = boto3.session.Session()
         region = session.region_name or os.environ.get("AWS_REGION") or "us-east-1"
 
@@ -199,11 +346,83 @@ class S3Store:
         return self._client
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"options": self.options, "part_size": self.part_size, "page_size": self.page_size}
+        return {
+            "options": self.options,
+            "part_size": self.part_size,
+            "page_size": self.page_size,
+            "retry_seconds": self.retry_seconds,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(  # type: ignore[misc]
-            state["options"], part_size=state.get("part_size"), page_size=state.get("page_size")
+            state["options"],
+            part_size=state.get("part_size"),
+            page_size=state.get("page_size"),
+            retry_seconds=state.get("retry_seconds"),
+        )
+
+    def _retrying(self, request: str, url: str, call: Callable[[], T]) -> T:
+        """``call()``, made again while the server is unreachable or busy, within the
+        retry budget; other errors go to the caller as they are."""
+        budget = retry_budget().retry_seconds if self.retry_seconds is None else self.retry_seconds
+        started = _clock()
+        delay = RETRY_FIRST_DELAY
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                result = call()
+            except _UNREACHABLE_ERRORS as exc:
+                last: BaseException = exc
+            except botocore.exceptions.ClientError as exc:
+                if not _busy(exc):
+                    raise
+                last = exc
+            else:
+                if tries > 1:
+                    log.warning(
+                        "the object store at %s answered again after %.1fs (%d tries) on %s %s",
+                        self.endpoint,
+                        _clock() - started,
+                        tries,
+                        request,
+                        url,
+                    )
+                if tries > 1 or _given_up:
+                    _given_up.discard(self.endpoint)
+                return result
+            endpoint = self.endpoint
+            spent = _clock() - started
+            if endpoint in _given_up or spent + delay > budget:
+                _given_up.add(endpoint)
+                raise self._unavailable(request, url, last, tries, spent) from last
+            if tries == 1:
+                # In the task's log: why it seems to stand still, and for how long at most.
+                log.warning(
+                    "%s on %s %s; trying again for up to %.0fs",
+                    self._trouble(last),
+                    request,
+                    url,
+                    budget,
+                )
+            _sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_DELAY)
+
+    def _trouble(self, exc: BaseException) -> str:
+        what = _what_failed(exc)
+        if isinstance(exc, botocore.exceptions.ClientError):
+            return f"the object store at {self.endpoint} answered {what}"
+        return f"cannot reach the object store at {self.endpoint} ({what})"
+
+    def _unavailable(
+        self, request: str, url: str, exc: BaseException, tries: int, spent: float
+    ) -> StorageUnavailable:
+        return StorageUnavailable(
+            f"{self._trouble(exc)} for {spent:.0f}s, {tries} tries, on {request} {url}: "
+            + _UNAVAILABLE_HINT,
+            endpoint=self.endpoint,
+            tries=tries,
+            seconds=spent,
         )
 
     def _fail(self, exc: botocore.exceptions.ClientError, url: str) -> Exception:
@@ -227,7 +446,9 @@ class S3Store:
             raise IsADirectoryError(url)
         self.stats.count("HEAD")
         try:
-            head = self.client.head_object(Bucket=bucket, Key=key)
+            head = self._retrying(
+                "HEAD", url, lambda: self.client.head_object(Bucket=bucket, Key=key)
+            )
         except botocore.exceptions.ClientError as exc:
             if _code(exc) in _MISSING_KEY:
                 raise FileNotFoundError(url) from None
@@ -236,15 +457,23 @@ class S3Store:
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         bucket, key_prefix = split_url(prefix)
-        paginator = self.client.get_paginator("list_objects_v2")
         pagination = {"PageSize": self.page_size} if self.page_size else {}
-        found: list[ObjectInfo] = []
-        pages = paginator.paginate(Bucket=bucket, Prefix=key_prefix, PaginationConfig=pagination)
-        try:
+
+        def list_all() -> list[ObjectInfo]:
+            # A listing broken off is started again: pages are not resumed.
+            paginator = self.client.get_paginator("list_objects_v2")
+            pages = paginator.paginate(
+                Bucket=bucket, Prefix=key_prefix, PaginationConfig=pagination
+            )
+            found: list[ObjectInfo] = []
             for page in pages:
                 self.stats.count("LIST")
                 for obj in page.get("Contents", []):
                     found.append(ObjectInfo(f"s3://{bucket}/{obj['Key']}", int(obj["Size"])))
+            return found
+
+        try:
+            found = self._retrying("LIST", prefix, list_all)
         except botocore.exceptions.ClientError as exc:
             raise self._fail(exc, prefix) from exc
         found.sort(key=lambda info: info.url)
@@ -267,7 +496,7 @@ class S3Store:
         url = f"s3://{bucket}/{key}"
         self.stats.count("GET")
         try:
-            return self.client.get_object(**args)  # type: ignore[no-any-return]
+            return self._retrying("GET", url, lambda: self.client.get_object(**args))  # type: ignore[no-any-return]
         except botocore.exceptions.ClientError as exc:
             code = _code(exc)
             if code in _MISSING_KEY:
@@ -296,7 +525,11 @@ class S3Store:
         bucket, key = split_url(url)
         self.stats.count("PUT")
         try:
-            self.client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+            self._retrying(
+                "PUT",
+                url,
+                lambda: self.client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*"),
+            )
         except botocore.exceptions.ClientError as exc:
             # 412: the object exists; 409: another conditional write to it is in flight.
             if _code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
@@ -311,7 +544,11 @@ class S3Store:
         bucket, key = split_url(dst)
         self.stats.count("PUT")
         try:
-            self.client.copy({"Bucket": src_bucket, "Key": src_key}, bucket, key)
+            self._retrying(
+                "COPY",
+                f"{src} to {dst}",
+                lambda: self.client.copy({"Bucket": src_bucket, "Key": src_key}, bucket, key),
+            )
         except botocore.exceptions.ClientError as exc:
             if _code(exc) in _MISSING_KEY:
                 raise FileNotFoundError(src) from None
@@ -321,7 +558,7 @@ class S3Store:
         bucket, key = split_url(url)
         self.stats.count("DELETE")
         try:
-            self.client.delete_object(Bucket=bucket, Key=key)
+            self._retrying("DELETE", url, lambda: self.client.delete_object(Bucket=bucket, Key=key))
         except botocore.exceptions.ClientError as exc:
             if _code(exc) in _MISSING_KEY:
                 return
@@ -333,9 +570,12 @@ class S3Store:
         for i in range(0, len(keys), 1000):
             batch = keys[i : i + 1000]
             self.stats.count("DELETE")
+            objects = {"Objects": [{"Key": k} for k in batch], "Quiet": True}
             try:
-                resp = self.client.delete_objects(
-                    Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
+                resp = self._retrying(
+                    "DELETE",
+                    prefix,
+                    partial(self.client.delete_objects, Bucket=bucket, Delete=objects),
                 )
             except botocore.exceptions.ClientError as exc:
                 raise self._fail(exc, prefix) from exc
@@ -527,23 +767,36 @@ class _MultipartWriter(io.RawIOBase):
     def _current_part_size(self) -> int:
         return self._part_size << (len(self._parts) // PARTS_PER_STEP)
 
+    @property
+    def _url(self) -> str:
+        return f"s3://{self._bucket}/{self._key}"
+
     def _upload_part(self) -> None:
-        client = self._store.client
-        stats = self._store.stats
+        store = self._store
+        stats = store.stats
         if self._upload_id is None:
             stats.count("PUT")
-            created = client.create_multipart_upload(Bucket=self._bucket, Key=self._key)
+            created = store._retrying(
+                "PUT",
+                self._url,
+                lambda: store.client.create_multipart_upload(Bucket=self._bucket, Key=self._key),
+            )
             self._upload_id = created["UploadId"]
+        upload_id = self._upload_id
         size = min(len(self._buf), self._current_part_size())
         body = bytes(self._buf[:size])
         number = len(self._parts) + 1
         stats.count("PUT")
-        resp = client.upload_part(
-            Bucket=self._bucket,
-            Key=self._key,
-            UploadId=self._upload_id,
-            PartNumber=number,
-            Body=body,
+        resp = store._retrying(
+            "PUT",
+            f"{self._url} (part {number})",
+            lambda: store.client.upload_part(
+                Bucket=self._bucket,
+                Key=self._key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=body,
+            ),
         )
         stats.add_written(size)
         self._parts.append({"ETag": resp["ETag"], "PartNumber": number})
@@ -553,27 +806,52 @@ class _MultipartWriter(io.RawIOBase):
         """Make the object appear (a PUT, or the multipart upload's completion)."""
         if self.closed:
             return
-        client = self._store.client
+        store = self._store
         try:
             if self._upload_id is None:
-                self._store.stats.count("PUT")
-                client.put_object(Bucket=self._bucket, Key=self._key, Body=bytes(self._buf))
-                self._store.stats.add_written(len(self._buf))
+                store.stats.count("PUT")
+                body = bytes(self._buf)
+                store._retrying(
+                    "PUT",
+                    self._url,
+                    lambda: store.client.put_object(Bucket=self._bucket, Key=self._key, Body=body),
+                )
+                store.stats.add_written(len(body))
             else:
                 if self._buf:
                     self._upload_part()
-                self._store.stats.count("PUT")
-                client.complete_multipart_upload(
-                    Bucket=self._bucket,
-                    Key=self._key,
-                    UploadId=self._upload_id,
-                    MultipartUpload={"Parts": self._parts},
-                )
+                store.stats.count("PUT")
+                self._complete_upload(self._upload_id)
                 self._upload_id = None
         except botocore.exceptions.ClientError as exc:
-            raise self._store._fail(exc, f"s3://{self._bucket}/{self._key}") from exc
+            raise store._fail(exc, self._url) from exc
         self._buf = bytearray()
         super().close()
+
+    def _complete_upload(self, upload_id: str) -> None:
+        store = self._store
+        try:
+            store._retrying(
+                "PUT",
+                self._url,
+                lambda: store.client.complete_multipart_upload(
+                    Bucket=self._bucket,
+                    Key=self._key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": self._parts},
+                ),
+            )
+        except botocore.exceptions.ClientError as exc:
+            # A completion whose answer was lost (the server restarted after doing it) is
+            # unknown to the server when made again: the object of this size is the proof.
+            if _code(exc) != "NoSuchUpload":
+                raise
+            try:
+                done = store.stat(self._url).size == self._written
+            except FileNotFoundError:
+                done = False
+            if not done:
+                raise
 
     def abort(self) -> None:
         """Drop everything written; nothing appears at the key."""
