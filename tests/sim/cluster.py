@@ -48,6 +48,7 @@ from kubemr.controller.actions import (
     ScaleJob,
     SuspendJob,
 )
+from kubemr.controller.observed import ViewCache
 from kubemr.controller.reconcile import reconcile
 from kubemr.controller.scaling import MIN_INTERVAL_SECONDS
 from kubemr.executors.k8s.manifests import (
@@ -400,13 +401,14 @@ class Invariants:
         running: int,
         active: int,
         ready: int,
+        scheduled: int,
         remaining: int,
     ) -> None:
         """A parallelism change, against the pods of the Job at that moment."""
         what = (
             f"{job}: parallelism {current} -> {new} with {running} running, {active} active, "
-            f"{ready} ready, {remaining} tasks left, workers {workers.min}..{workers.max} "
-            f"maxPending {workers.max_pending}"
+            f"{ready} ready, {scheduled} on a node, {remaining} tasks left, workers "
+            f"{workers.min}..{workers.max} maxPending {workers.max_pending}"
         )
         if new < running:
             self.fail("scaled-below-running", resource, f"{what}: lowering kills running tasks")
@@ -417,8 +419,9 @@ class Invariants:
         floor = min(workers.min, remaining)
         if new < floor:
             self.fail("parallelism-below-min", resource, what)
-        if new > current and new > max(ready + workers.max_pending, floor, 1):
-            self.fail("grown-past-ready-plus-maxPending", resource, what)
+        # Grown only while at most maxPending of its pods would wait for a node.
+        if new > current and new > max(scheduled + workers.max_pending, floor, 1):
+            self.fail("grown-past-scheduled-plus-maxPending", resource, what)
 
     def created(
         self, resource: str, job: str, *, parallelism: int, tasks: int, workers: Workers | None
@@ -1206,6 +1209,7 @@ class ResourceStats:
     events: int = 0
     message_only_writes: int = 0
     max_pods: int = 0
+    pods: int = 0  # handed to its reconciles, summed
     finished: int | None = None
 
 
@@ -1236,6 +1240,9 @@ class Report:
     events_per_job: float
     max_status_bytes: int
     max_pods_per_reconcile: int
+    reconciles_per_job: float
+    pods_per_reconcile: float  # pods handed to a reconcile, on average
+    pods_read_per_reconcile: float  # of them, read (not remembered from an earlier call)
     max_wave_wait: int  # seconds from a wave's Job to its first running pod
     peak_wave_pods: int
     counters: Counters
@@ -1279,6 +1286,9 @@ class Simulation:
         self.last_scaled: dict[str, datetime] = {}
         self.stats: dict[str, ResourceStats] = {}
         self.call_seconds: list[float] = []
+        # Pod views remembered as the controller's process does, for this cluster only:
+        # another simulation's pods have the same uids and resourceVersions.
+        self.views = ViewCache()
         self.created_stages: dict[str, int] = {}
         self.finished = 0
         self.starved: dict[str, None] = {}
@@ -1368,7 +1378,7 @@ class Simulation:
             self.last_scaled = {k: v for k, v in self.last_scaled.items() if v >= horizon}
         before = json.dumps([resource, jobs, pods], sort_keys=True) if self.check_purity else ""
         started = time.perf_counter()
-        outcome = reconcile(resource, jobs, pods, now, self.last_scaled)
+        outcome = reconcile(resource, jobs, pods, now, self.last_scaled, views=self.views)
         elapsed = time.perf_counter() - started
         if self.check_purity and json.dumps([resource, jobs, pods], sort_keys=True) != before:
             self.checks.fail("reconcile-mutated-input", name, "its inputs changed")
@@ -1376,6 +1386,7 @@ class Simulation:
         stats.reconciles += 1
         stats.seconds += elapsed
         stats.max_pods = max(stats.max_pods, len(pods))
+        stats.pods += len(pods)
         self.call_seconds.append(elapsed)
         self._apply(resource, outcome, t, now)
 
@@ -1464,6 +1475,7 @@ class Simulation:
         js = self.cluster.jobs[action.name]
         pods = [self.cluster.pods[p] for p in js.active.values()]
         running = sum(1 for ps in pods if ps.phase == "Running")
+        placed = sum(1 for ps in pods if ps.node is not None)
         done = len(self.cluster.done.get((js.owner_uid, js.stage), ()))
         self.checks.scale(
             name,
@@ -1474,6 +1486,7 @@ class Simulation:
             running=running,
             active=self.cluster.active_of_job.get(action.name, 0),
             ready=running,
+            scheduled=placed,
             remaining=js.completions - done,
         )
         job["spec"]["parallelism"] = action.parallelism
@@ -1597,6 +1610,9 @@ class Simulation:
             events_per_job=sum(s.events for s in stats) / n,
             max_status_bytes=self.checks.max_status_bytes,
             max_pods_per_reconcile=max((s.max_pods for s in stats), default=0),
+            reconciles_per_job=len(self.call_seconds) / n,
+            pods_per_reconcile=sum(s.pods for s in stats) / max(1, len(self.call_seconds)),
+            pods_read_per_reconcile=self.views.misses / max(1, len(self.call_seconds)),
             max_wave_wait=max(
                 (js.first_running - js.created for js in waves if js.first_running is not None),
                 default=0,

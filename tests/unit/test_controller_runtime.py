@@ -53,6 +53,7 @@ from kubemr.controller.runtime import (
     Controller,
     ReconcileResult,
     any_keys,
+    api_resource,
     count_api_requests,
     label_keys,
     own_key,
@@ -317,6 +318,7 @@ def test_informer_relists_on_410_and_reports_only_the_differences(
     fake_api.emit("ERROR", {"kind": "Status", "code": 410, "reason": "Expired", "message": "old"})
     eventually("a relist", lambda: informer.list_count == 2)
     eventually("the new watch", lambda: len(fake_api.streams) == 2)
+    assert (informer.expired_count, informer.failure_count) == (1, 0)
     assert sorted(rec.kinds()) == [
         ("add", "default/d"),
         ("delete", "default/a"),
@@ -340,6 +342,30 @@ def test_informer_relists_after_a_broken_stream_with_backoff(
     assert len(fake_api.list_queries) == 3
     assert informer.last_error is not None and "ApiException" in informer.last_error
     assert informer.is_alive()
+    # The broken stream and the failed list, counted; the watch opened again.
+    assert informer.failure_count == 2 and informer.expired_count == 0
+    eventually("the watch again", lambda: informer.watch_count == 2)
+
+
+def test_informer_caches_objects_without_managed_fields(
+    fake_api: FakeListWatchApi, make_informer: Callable[..., Informer]
+) -> None:
+    managed = [{"manager": "kubectl", "operation": "Apply", "fieldsV1": {"f:data": {}}}]
+    fake_api.put(obj("a", managedFields=managed))
+    informer = make_informer()
+    informer.start()
+    informer.wait_for_sync(2)
+    eventually("a watch", lambda: fake_api.streams)
+    fake_api.emit("ADDED", fake_api.put(obj("b", managedFields=managed)))
+    eventually("b", lambda: informer.get("default/b") is not None)
+    for key in ("default/a", "default/b"):
+        cached = informer.get(key)
+        assert cached is not None and "managedFields" not in cached["metadata"]
+        assert cached["metadata"]["name"] == key.split("/")[1]
+    kept = make_informer(transform=None)
+    kept.start()
+    kept.wait_for_sync(2)
+    assert kept.get("default/a")["metadata"]["managedFields"] == managed  # type: ignore[index]
 
 
 def test_informer_resumes_a_watch_that_ends_without_relisting(
@@ -985,6 +1011,35 @@ def test_count_api_requests_by_verb_and_code() -> None:
     assert metrics.value("api_requests_total", verb="POST", code="200") == 1
     assert metrics.value("api_requests_total", verb="PUT", code="error") == 1
     assert 'kubemr_controller_api_requests_total{code="200",verb="WATCH"} 1' in metrics.render()
+    # The same requests by the resource they name.
+    by_resource = "api_requests_by_resource_total"
+    assert metrics.value(by_resource, verb="GET", resource="pods", code="200") == 1
+    assert metrics.value(by_resource, verb="GET", resource="pods", code="404") == 1
+    assert metrics.value(by_resource, verb="WATCH", resource="pods", code="200") == 1
+    assert metrics.value(by_resource, verb="POST", resource="jobs", code="200") == 1
+    assert metrics.value(by_resource, verb="PUT", resource="other", code="error") == 1
+    assert metrics.total(by_resource) == metrics.total("api_requests_total") == 5
+
+
+@pytest.mark.parametrize(
+    ("path", "resource"),
+    [
+        ("/api/v1/pods", "pods"),
+        ("/api/v1/namespaces/x/pods/p-1", "pods"),
+        ("/api/v1/namespaces/x/events", "events"),
+        ("/api/v1/namespaces/x", "namespaces"),
+        ("/api/v1/namespaces", "namespaces"),
+        ("/apis/batch/v1/namespaces/x/jobs/wc-map-0", "jobs"),
+        ("/apis/kubemr.io/v1alpha1/namespaces/x/mapreducejobs/wc/status", "mapreducejobs/status"),
+        ("/apis/kubemr.io/v1alpha1/mapreducejobs", "mapreducejobs"),
+        ("/apis/coordination.k8s.io/v1/namespaces/s/leases/kubemr", "leases"),
+        ("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", "selfsubjectaccessreviews"),
+        ("/version", "other"),
+        ("/apis/batch/v1", "other"),
+    ],
+)
+def test_api_resource_names_the_resource_of_a_path(path: str, resource: str) -> None:
+    assert api_resource(path) == resource
 
 
 # == health server and metrics on their own ================================================
@@ -1001,6 +1056,27 @@ def test_metrics_render_and_a_broken_gauge() -> None:
     assert 't_things_total{kind="c"} 2' in text
     assert "t_depth 3" in text
     assert "t_broken" not in text
+    m.gauge_family("lists", "informer", lambda: {"pods": 2, "jobs": 1}, "Lists.")
+    m.gauge_family("broken_family", "informer", lambda: {"x": 1 / 0})
+    text = m.render()
+    assert '# TYPE t_lists gauge\nt_lists{informer="jobs"} 1\nt_lists{informer="pods"} 2' in text
+    assert "t_broken_family" not in text
+
+
+def test_the_controller_reports_each_informers_state() -> None:
+    controller = Controller(Calls(), handle_signals=False)
+    pods, plain = FakeSource("pods"), FakeSource("other")
+    pods.list_count = 3  # type: ignore[attr-defined]
+    pods.failure_count = lambda: 2  # type: ignore[attr-defined]
+    controller.watch(pods)
+    controller.watch(plain)
+    pods.started.set()
+    text = controller.metrics.render()
+    assert 'kubemr_controller_informer_lists{informer="pods"} 3' in text
+    assert 'kubemr_controller_informer_failures{informer="pods"} 2' in text
+    assert 'kubemr_controller_informer_lists{informer="other"} 0' in text  # has none
+    assert 'kubemr_controller_informer_synced{informer="pods"} 1' in text
+    assert 'kubemr_controller_informer_synced{informer="other"} 0' in text
 
 
 def test_a_raising_probe_answers_503() -> None:

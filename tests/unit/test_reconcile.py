@@ -12,6 +12,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from kubemr import termination
+from kubemr.controller import observed
 from kubemr.controller.actions import (
     SCALED_AT,
     SUSPENDED,
@@ -398,11 +399,55 @@ def test_scaling_is_held_after_a_recent_change() -> None:
 
 
 def test_parallelism_is_never_lowered_below_active_pods() -> None:
-    res = planned()
+    res = planned(workers={"max": 4, "maxPending": 2})  # lowered below the pods running
     pods = [pod("map-0", i, ready=False) for i in range(6)]
     out = reconcile(res, [job("map-0", 10, active=6, parallelism=6)], pods, NOW)
     assert not out.of(ScaleJob)
     assert out.status is not None and out.status["workers"] == 6
+
+
+def test_pods_starting_on_a_node_do_not_hold_the_wave_back() -> None:
+    res = planned(workers={"max": 8, "maxPending": 2})
+    # 4 pods: 2 running, 2 placed on a node and still starting (not ready).
+    pods = [pod("map-0", 0), pod("map-0", 1)]
+    pods += [pod("map-0", i, "Pending") for i in (2, 3)]  # ContainerCreating
+    out = reconcile(res, [job("map-0", 10, active=4, parallelism=4)], pods, NOW)
+    [scale] = out.of(ScaleJob)
+    assert scale.parallelism == 6  # 4 on a node + maxPending 2
+    # Two of the pods waiting for a node instead: that is maxPending, no more is asked.
+    stuck = [pod("map-0", i, "Pending", unschedulable_since=NOW) for i in (2, 3)]
+    out = reconcile(res, [job("map-0", 10, active=4, parallelism=4)], pods[:2] + stuck, NOW)
+    assert not out.of(ScaleJob)
+    assert out.status is not None and "maxPending" in out.status["parallelismReason"]
+
+
+def test_pods_of_ended_waves_are_not_read_and_read_pods_are_remembered() -> None:
+    uid = "6f1c"
+
+    def numbered(p: Obj, n: int) -> Obj:
+        p["metadata"].update(uid=f"pod-{n}", resourceVersion=str(1000 + n))
+        return p
+
+    maps = [pod("map-0", i, "Succeeded", message={"ok": True}) for i in range(10)]
+    reduces = [pod("reduce-0", 0), pod("reduce-0", 1, "Pending")]
+    pods = [numbered(p, n) for n, p in enumerate(maps + reduces)]
+    views = observed.StagePods(pods, UID, observed.ViewCache())
+    assert sorted(views) == ["map-0", "reduce-0"] and views.parsed() == 0
+    assert [v.index for v in views["reduce-0"]] == [0, 1]
+    assert views.parsed() == 2  # the map wave's pods were not read
+    assert observed.StagePods(pods, uid).get("map-0") is None  # another resource's
+    # Read once per resourceVersion: a reconcile of the same pods reads none again.
+    cache = observed.ViewCache()
+    first = observed.StagePods(pods, UID, cache)["map-0"]
+    again = observed.StagePods(pods, UID, cache)["map-0"]
+    assert again == first and (cache.misses, cache.hits) == (10, 10)
+    moved = copy.deepcopy(pods[0])
+    moved["metadata"]["resourceVersion"] = "2000"
+    moved["status"]["phase"] = "Failed"
+    assert observed.StagePods([moved], UID, cache)["map-0"][0].phase == "Failed"
+    small = observed.ViewCache(size=3)
+    observed.StagePods(pods, UID, small)["map-0"]
+    assert len(small) == 3  # bounded: the least recently read are dropped
 
 
 def test_kueue_waves_ask_for_their_width_once() -> None:

@@ -187,6 +187,7 @@ def test_a_scale_below_the_running_pods_is_caught_with_its_numbers() -> None:
             running=5,
             active=6,
             ready=5,
+            scheduled=6,
             remaining=40,
         )
     text = str(caught.value)
@@ -194,14 +195,22 @@ def test_a_scale_below_the_running_pods_is_caught_with_its_numbers() -> None:
     assert "job wc" in text and "parallelism 6 -> 3 with 5 running" in text
     # The policy's own bounds, one by one.
     lenient = Invariants(strict=False)
-    lenient.scale("wc", "j", Workers(0, 8, 2), 2, 9, running=2, active=2, ready=2, remaining=40)
-    lenient.scale("wc", "j", Workers(4, 8, 2), 2, 3, running=2, active=2, ready=2, remaining=40)
-    lenient.scale("wc", "j", Workers(0, 8, 2), 2, 6, running=2, active=2, ready=2, remaining=40)
+    pods = {"running": 2, "active": 2, "ready": 2, "scheduled": 2, "remaining": 40}
+    lenient.scale("wc", "j", Workers(0, 8, 2), 2, 9, **pods)
+    lenient.scale("wc", "j", Workers(4, 8, 2), 2, 3, **pods)
+    lenient.scale("wc", "j", Workers(0, 8, 2), 2, 6, **pods)
+    # Pods starting on a node count as placed: growing past the running ones is right.
+    starting = {**pods, "active": 6, "scheduled": 6}
+    lenient.scale("wc", "j", Workers(0, 8, 2), 6, 8, **starting)
+    # Pods not placed do not: with 4 of 6 waiting for a node, growing is an over-ask.
+    waiting = {**pods, "active": 6, "scheduled": 2}
+    lenient.scale("wc", "j", Workers(0, 8, 2), 6, 7, **waiting)
     assert [v.invariant for v in lenient.violations] == [
         "parallelism-above-max",
-        "grown-past-ready-plus-maxPending",
+        "grown-past-scheduled-plus-maxPending",
         "parallelism-below-min",
-        "grown-past-ready-plus-maxPending",
+        "grown-past-scheduled-plus-maxPending",
+        "grown-past-scheduled-plus-maxPending",
     ]
 
 
@@ -241,3 +250,16 @@ def test_max_pending_one_grows_the_wave_on_an_empty_cluster() -> None:
     report = sim.run()
     assert report.peak_wave_pods == 10, report.peak_wave_pods
     clean(report)
+
+
+def test_a_wide_wave_at_the_default_max_pending_reaches_workers_max() -> None:
+    # Tasks of 20-40 s always have some pods starting: counted against maxPending (as
+    # "not ready"), they held such a wave at about 78 of 100 pods; only pods waiting for a
+    # node count now.
+    scenario = scenario_a(
+        tasks=1500, reducers=20, workers_max=100, max_pending=2, map_seconds=(20, 40)
+    )
+    report = Simulation(scenario).run()
+    clean(report)  # includes: never grown past the pods on a node + maxPending
+    assert report.peak_wave_pods == 100, report.peak_wave_pods
+    assert report.counters.running_killed == 0

@@ -70,6 +70,10 @@ func runNode(args []string) error {
 	if err != nil {
 		return err
 	}
+	// client-go's default of 5 requests/s (burst 10) holds a busy node to about two pod
+	// starts a second: each start is a status update or two and an event.
+	restCfg.QPS = 100
+	restCfg.Burst = 200
 	client, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
 		return err

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ class Metrics:
         self._counters: dict[str, dict[Labels, float]] = {}
         self._help: dict[str, str] = {}
         self._gauges: dict[str, tuple[Callable[[], float], str]] = {}
+        self._families: dict[str, tuple[str, Callable[[], Mapping[str, float]], str]] = {}
 
     def describe(self, name: str, help_text: str) -> None:
         with self._lock:
@@ -65,11 +66,24 @@ class Metrics:
         with self._lock:
             self._gauges[name] = (sample, help_text)
 
+    def gauge_family(
+        self,
+        name: str,
+        label: str,
+        sample: Callable[[], Mapping[str, float]],
+        help_text: str = "",
+    ) -> None:
+        """Gauges sampled when rendered, one per value of ``label``: ``sample`` returns
+        ``{label value: gauge value}``."""
+        with self._lock:
+            self._families[name] = (label, sample, help_text)
+
     def render(self) -> str:
         with self._lock:
             counters = {name: dict(series) for name, series in self._counters.items()}
             helps = dict(self._help)
             gauges = dict(self._gauges)
+            families = dict(self._families)
         lines: list[str] = []
         for name in sorted(counters):
             full = f"{self.prefix}_{name}"
@@ -90,6 +104,19 @@ class Metrics:
                 lines.append(f"# HELP {full} {help_text}")
             lines.append(f"# TYPE {full} gauge")
             lines.append(f"{full} {_number(value)}")
+        for name in sorted(families):
+            label, family, help_text = families[name]
+            try:
+                values = {str(k): float(v) for k, v in family().items()}
+            except Exception:  # a broken gauge must not break the scrape
+                log.debug("gauge family %s failed", name, exc_info=True)
+                continue
+            full = f"{self.prefix}_{name}"
+            if help_text:
+                lines.append(f"# HELP {full} {help_text}")
+            lines.append(f"# TYPE {full} gauge")
+            for key in sorted(values):
+                lines.append(f"{full}{_labels(((label, key),))} {_number(values[key])}")
         return "\n".join(lines) + "\n"
 
 

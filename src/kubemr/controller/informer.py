@@ -97,6 +97,15 @@ def split_key(key: str) -> tuple[str | None, str]:
     return (ns, name) if sep else (None, ns)
 
 
+def strip_managed_fields(obj: Obj) -> Obj:
+    """The object without ``metadata.managedFields``: server-side apply's bookkeeping,
+    often the larger part of a small object, which the controller never reads."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict) and "managedFields" in meta:
+        meta.pop("managedFields")
+    return obj
+
+
 def resource_version(obj: Mapping[str, Any]) -> str | None:
     return (obj.get("metadata") or {}).get("resourceVersion")
 
@@ -280,6 +289,9 @@ class Informer:
             ``watch_jitter`` of it, and it is resumed from the last resourceVersion.
         page_size: items per list request.
         backoff: delays between failed list/watch attempts (0.5 s doubling to 30 s).
+        transform: applied to each object as it arrives, before it is cached and handed
+            to handlers (default: :func:`strip_managed_fields`, which keeps a cache of
+            thousands of pods a fraction of its size); None keeps objects as sent.
     """
 
     def __init__(
@@ -296,6 +308,7 @@ class Informer:
         page_size: int = 500,
         backoff: ExponentialBackoff | None = None,
         name: str | None = None,
+        transform: Callable[[Obj], Obj] | None = strip_managed_fields,
     ) -> None:
         self.api = api
         self.resource = resource
@@ -306,6 +319,7 @@ class Informer:
         self.watch_timeout_seconds = watch_timeout_seconds
         self.watch_jitter = watch_jitter
         self.page_size = page_size
+        self.transform = transform
         self.name = name or (resource.plural + (f"@{namespace}" if namespace else ""))
         self._backoff = backoff if backoff is not None else ExponentialBackoff(0.5, 30.0)
         self._lock = threading.RLock()
@@ -319,6 +333,9 @@ class Informer:
         self._stream: EventStream | None = None
         self._threads: list[threading.Thread] = []
         self._lists = 0
+        self._watches = 0
+        self._failures = 0
+        self._expired = 0
         self._resyncs = 0
         self._last_error: str | None = None
 
@@ -414,6 +431,25 @@ class Informer:
             return self._lists
 
     @property
+    def watch_count(self) -> int:
+        """Watches opened: one more each time the watch is resumed or started again."""
+        with self._lock:
+            return self._watches
+
+    @property
+    def failure_count(self) -> int:
+        """Lists and watches that failed (the API server unreachable, an error), each
+        followed by a relist after a backoff; a 410 Gone is counted apart."""
+        with self._lock:
+            return self._failures
+
+    @property
+    def expired_count(self) -> int:
+        """Watches ended by 410 Gone (history compacted), each followed by a relist."""
+        with self._lock:
+            return self._expired
+
+    @property
     def resync_count(self) -> int:
         with self._lock:
             return self._resyncs
@@ -443,6 +479,8 @@ class Informer:
             except WatchExpired as exc:
                 need_list = True
                 expired_in_a_row += 1
+                with self._lock:
+                    self._expired += 1
                 log.info(
                     "watch expired, relisting",
                     extra={"informer": self.name, "reason": str(exc)},
@@ -458,6 +496,7 @@ class Informer:
                 delay = self._backoff.when("watch")
                 with self._lock:
                     self._last_error = f"{type(exc).__name__}: {exc}"
+                    self._failures += 1
                 log.warning(
                     "list/watch failed, relisting in %.1fs",
                     delay,
@@ -488,7 +527,7 @@ class Informer:
                 # object self-describing, as watch events are.
                 item.setdefault("apiVersion", self.resource.api_version)
                 item.setdefault("kind", self.resource.kind)
-                items.append(item)
+                items.append(self.transform(item) if self.transform else item)
             meta = page.get("metadata") or {}
             rv = meta.get("resourceVersion") or rv
             token = meta.get("continue") or None
@@ -540,6 +579,7 @@ class Informer:
             raise
         with self._lock:
             self._stream = stream
+            self._watches += 1
         events = 0
         try:
             if self._stop.is_set():  # stop() ran before the stream was visible to it
@@ -573,6 +613,8 @@ class Informer:
         if kind not in ("ADDED", "MODIFIED", "DELETED"):
             log.warning("unknown watch event %r", kind, extra={"informer": self.name})
             return
+        if self.transform is not None:
+            obj = self.transform(obj)
         key = object_key(obj)
         with self._lock:
             before = self._cache.get(key)

@@ -21,7 +21,7 @@ def initial_parallelism(stage: Stage, workers: WorkerRange, queue: str | None) -
     if queue:
         return min(stage.tasks, workers.max), f"admitted through Kueue queue {queue}"
     decision = scale(
-        WaveLoad(total=stage.tasks, succeeded=0, active=0, ready=0),
+        WaveLoad(total=stage.tasks, succeeded=0, active=0, ready=0, scheduled=0),
         Workers(workers.min, workers.max, workers.max_pending),
         current=0,
         seconds_since_change=None,
@@ -55,11 +55,18 @@ def rescaling(
     status = job.get("status") or {}
     active = max(int(status.get("active") or 0), sum(1 for v in pods if v.active))
     ready = sum(1 for v in pods if v.ready)
+    scheduled = sum(1 for v in pods if v.active and v.scheduled)
     annotations = (job.get("metadata") or {}).get("annotations") or {}
     changed_at = [t for t in (parse_time(annotations.get(SCALED_AT)), scaled_here) if t is not None]
     since = seconds(now - max(changed_at)) if changed_at else None
     return scale(
-        WaveLoad(total=stage.tasks, succeeded=succeeded, active=active, ready=ready),
+        WaveLoad(
+            total=stage.tasks,
+            succeeded=succeeded,
+            active=active,
+            ready=ready,
+            scheduled=scheduled,
+        ),
         Workers(workers.min, workers.max, workers.max_pending),
         current,
         since,

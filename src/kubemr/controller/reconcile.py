@@ -7,7 +7,10 @@ deterministic names, :func:`kubemr.executors.k8s.manifests.job_name`), the plan'
 the job's result from the pods' termination messages (:mod:`kubemr.termination`), and what
 must outlive the Jobs (the plan's shape, the frozen waves, the terminal state) from the
 resource's own status. So a controller restarted at any moment, or two reconciles of the
-same observations, arrive at the same actions.
+same observations, arrive at the same actions. (What a pod says is read once per
+resourceVersion and remembered, :class:`~kubemr.controller.observed.ViewCache`: the same
+content gives the same view, so that changes nothing of the above; it only spares reading a
+wave's thousands of finished pods on every call.)
 
 This module is the state machine: which stage to start, watch, fail or finish. Its parts
 live beside it:
@@ -59,11 +62,11 @@ from kubemr.controller.conditions import (
 )
 from kubemr.controller.diagnosis import (
     CANCELLED,
-    DEADLINE,
     INVALID_PLAN,
     INVALID_SPEC,
     PLAN_MISSING,
     Failure,
+    deadline_cause,
     pending_cause,
     root_cause,
     unschedulable,
@@ -71,6 +74,8 @@ from kubemr.controller.diagnosis import (
 from kubemr.controller.observed import (
     Obj,
     PodView,
+    StagePods,
+    ViewCache,
     format_time,
     job_complete,
     job_failed,
@@ -82,7 +87,6 @@ from kubemr.controller.observed import (
     read_result,
     reported,
     seconds,
-    stage_pods,
     stage_state,
 )
 from kubemr.controller.parallelism import initial_parallelism, rescaling
@@ -128,6 +132,7 @@ def reconcile(
     now: datetime,
     last_scaled: Mapping[str, datetime] | None = None,
     defaults: JobDefaults | None = None,
+    views: ViewCache | None = None,
 ) -> Outcome:
     """The actions and status for one ``MapReduceJob``, from what is observed now.
 
@@ -142,9 +147,18 @@ def reconcile(
             :data:`~kubemr.controller.actions.SCALED_AT` annotation yet. The annotation
             is the durable record.
         defaults: the installation's job defaults, filled in where the spec is silent.
+        views: where the pods read are remembered, by uid and resourceVersion, which
+            name one content of one pod (:data:`~kubemr.controller.observed.VIEWS`, the
+            process's, by default); a pod without both is read each time.
     """
     return _Reconcile(
-        resource, list(jobs), list(pods), now, last_scaled or {}, defaults or JobDefaults()
+        resource,
+        list(jobs),
+        list(pods),
+        now,
+        last_scaled or {},
+        defaults or JobDefaults(),
+        views,
     ).run()
 
 
@@ -156,6 +170,7 @@ class _Reconcile:
     now: datetime
     last_scaled: Mapping[str, datetime]
     defaults: JobDefaults
+    views: ViewCache | None = None
     actions: list[Action] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     timers: list[float] = field(default_factory=list)
@@ -173,7 +188,7 @@ class _Reconcile:
         self.status.observed_generation = self.generation
         self.conditions = Conditions(self.prev.conditions, self.generation, self.now)
         self.own, self.foreign = owned_jobs(self.jobs, self.uid)
-        self.pod_views = stage_pods(self.pods, self.uid)
+        self.pod_views = StagePods(self.pods, self.uid, self.views)
         self.queue = (meta.get("labels") or {}).get(KUEUE_QUEUE_LABEL)
 
     # -- the outline ---------------------------------------------------------------------
@@ -218,7 +233,9 @@ class _Reconcile:
             cancelled = Failure(CANCELLED, "spec.cancel is true: the job was stopped")
             return self.fail(cancelled, decision.stage)
 
-        deadline_failure = self.check_deadline(decision.action in ("done", "failed"))
+        deadline_failure = self.check_deadline(
+            decision.action in ("done", "failed"), decision.stage
+        )
         if deadline_failure is not None:
             return self.fail(deadline_failure, decision.stage)
         if decision.action == "failed":
@@ -466,22 +483,25 @@ class _Reconcile:
         start = self.status.start_time or self.now
         return limit - seconds(self.now - parse_time(start))  # type: ignore[operator]
 
-    def check_deadline(self, finished: bool) -> Failure | None:
+    def check_deadline(self, finished: bool, stage: Stage | None) -> Failure | None:
         remaining = self.remaining_seconds()
         if remaining is None or finished:
             return None
         if remaining > 0:
             self.timers.append(max(0.5, remaining))
             return None
-        return Failure(
-            DEADLINE,
-            f"the job ran longer than activeDeadlineSeconds={self.spec.active_deadline_seconds}",
+        job = self.own.get(job_name(self.name, stage)) if stage is not None else None
+        pods = self.pod_views.get(stage.name, []) if stage is not None else []
+        return deadline_cause(
+            self.spec.active_deadline_seconds, stage, job or {}, pods, resource=self.name
         )
 
     # -- failure -------------------------------------------------------------------------
     def stage_failure(self, stage: Stage) -> Failure:
         job = self.own.get(job_name(self.name, stage)) or {}
-        return root_cause(stage, job, self.pod_views.get(stage.name, []))
+        return root_cause(
+            stage, job, self.pod_views.get(stage.name, []), self.spec.active_deadline_seconds
+        )
 
     def fail(self, failure: Failure, stage: Stage | None) -> Outcome:
         # Stop whatever still runs; the Jobs are kept for `kubectl describe`.

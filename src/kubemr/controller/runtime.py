@@ -139,24 +139,56 @@ def any_keys(*funcs: KeyFunc) -> KeyFunc:
 
 
 # -- counting API requests -----------------------------------------------------------------
+def api_resource(path: str) -> str:
+    """The resource a request's path names, as the counter labels it: ``pods``,
+    ``mapreducejobs/status``, ``namespaces``; ``other`` for what is not a resource path
+    (discovery, ``/version``)."""
+    parts = [p for p in path.split("?", 1)[0].split("/") if p]
+    if parts[:1] == ["api"] and len(parts) >= 2:
+        rest = parts[2:]
+    elif parts[:1] == ["apis"] and len(parts) >= 3:
+        rest = parts[3:]
+    else:
+        return "other"
+    if len(rest) >= 2 and rest[0] == "namespaces":
+        rest = rest[2:]  # the namespace itself is rest[1]
+        if not rest:
+            return "namespaces"
+    if not rest:
+        return "other"
+    return f"{rest[0]}/{rest[2]}" if len(rest) >= 3 else rest[0]
+
+
 def count_api_requests(api_client: Any, metrics: Metrics) -> None:
     """Count every request made through ``api_client`` (typed APIs and :class:`KubeApi`
-    alike) in ``api_requests_total{verb, code}``; a watch counts as verb ``WATCH``."""
+    alike) in ``api_requests_total{verb, code}`` and, with the resource it names, in
+    ``api_requests_by_resource_total{verb, resource, code}``. A watch counts as verb
+    ``WATCH``; ``code`` is ``error`` when no response came (refused, timed out)."""
     original = api_client.call_api
     if getattr(original, "_kubemr_counted", False):
         return
     metrics.describe("api_requests_total", "Requests to the Kubernetes API by verb and code.")
+    metrics.describe(
+        "api_requests_by_resource_total",
+        "Requests to the Kubernetes API by verb, resource (plural/subresource) and code.",
+    )
+
+    def count(verb: str, resource: str, code: str) -> None:
+        metrics.inc("api_requests_total", verb=verb, code=code)
+        metrics.inc("api_requests_by_resource_total", verb=verb, resource=resource, code=code)
 
     @functools.wraps(original)
     def call_api(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        query = parse_qs(urlsplit(url).query)
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
         verb = "WATCH" if query.get("watch", [""])[0] in ("true", "1") else method.upper()
+        resource = api_resource(parts.path)
         try:
             response = original(method, url, *args, **kwargs)
         except Exception:
-            metrics.inc("api_requests_total", verb=verb, code="error")
+            count(verb, resource, "error")
             raise
-        metrics.inc("api_requests_total", verb=verb, code=str(getattr(response, "status", "")))
+        count(verb, resource, str(getattr(response, "status", "")))
         return response
 
     call_api._kubemr_counted = True  # type: ignore[attr-defined]
@@ -440,3 +472,20 @@ class Controller:
         m.gauge("workqueue_depth", lambda: len(self.queue), "Keys ready to reconcile.")
         m.gauge("workqueue_waiting", self.queue.waiting, "Keys waiting for a timed requeue.")
         m.gauge("leader", lambda: 1.0 if self.is_leader() else 0.0, "1 when this one leads.")
+        for name, attr, help_text in (
+            ("informer_synced", "has_synced", "1 once the informer's first list is cached."),
+            ("informer_lists", "list_count", "Lists done: the first, then one per relist."),
+            ("informer_watches", "watch_count", "Watches opened (resumed or restarted)."),
+            ("informer_failures", "failure_count", "Lists and watches that failed."),
+            ("informer_expired", "expired_count", "Watches ended by 410 Gone (relisted)."),
+        ):
+            m.gauge_family(name, "informer", functools.partial(self._per_source, attr), help_text)
+
+    def _per_source(self, attr: str) -> dict[str, float]:
+        """Each informer's ``attr`` (a method is called), by name; 0 where it has none."""
+        out: dict[str, float] = {}
+        for source in self.sources:
+            value = getattr(source, attr, 0)
+            value = value() if callable(value) else value
+            out[source.name] = out.get(source.name, 0.0) + float(value or 0)
+        return out

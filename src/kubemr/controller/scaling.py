@@ -3,10 +3,14 @@
 The wave's Indexed Job runs ``parallelism`` pods at once. The policy:
 
 - follow the backlog: the tasks not yet done, within ``workers.min .. workers.max``;
-- never over-ask: grow to at most ``ready + maxPending``, so a cluster without room is
-  not flooded with pods that only wait (a new pod is asked for when another starts);
+- never over-ask: grow to at most ``scheduled + maxPending``, so that at most
+  ``maxPending`` of the wave's pods wait for a node at once and a cluster without room is
+  not flooded with pods that only wait. A pod placed on a node and still starting does
+  not hold the wave back (a wave whose tasks are short always has some pods starting);
+  a pod not placed yet, or that no node can take, does;
 - never lower below the pods already active: lowering makes the Job controller delete
-  running pods, losing their work;
+  running pods, losing their work; nor below what was asked for while the backlog wants
+  more (pods between one task and the next are not a reason to shrink);
 - change at most once every ``min_interval`` seconds, so the Job is not patched on
   every pod event.
 """
@@ -26,6 +30,7 @@ class WaveLoad:
     succeeded: int  # tasks done
     active: int  # pods not finished (pending or running)
     ready: int  # pods running
+    scheduled: int  # pods not finished that are on a node (starting or running)
 
 
 @dataclass(frozen=True)
@@ -56,11 +61,12 @@ def scale(
         return Scaling(current, "all tasks done", False)
     want = min(remaining, workers.max)
     reason = "backlog" if want == remaining else "capped by workers.max"
-    # Ask for more pods only as others start: at most maxPending waiting at once.
-    room = max(load.ready + workers.max_pending, min(workers.min, remaining), 1)
+    # Ask for more pods only as others find a node: at most maxPending waiting at once.
+    room = max(load.scheduled + workers.max_pending, min(workers.min, remaining), 1)
     if want > room:
-        want = room
-        reason = "waiting for pods to start (workers.maxPending)"
+        # What was asked for already stays asked for: its pods may not exist yet.
+        want = max(room, min(want, current))
+        reason = "waiting for pods to be scheduled (workers.maxPending)"
     if want < load.active and want < current:
         want = min(current, load.active)  # lowering would delete running pods
         reason = "keeping running pods"
