@@ -24,6 +24,7 @@ from kubemr.errors import (
 )
 from kubemr.job import COUNT, MAX, MIN, SUM, Aggregate, MapReduce, MRStep
 from kubemr.keys import order_key, stable_hash
+from kubemr.options import File, Options
 from kubemr.output import JSONProtocol, JSONValueProtocol, RawProtocol, RawValueProtocol
 
 __version__ = "0.1.0"
@@ -35,6 +36,7 @@ __all__ = [
     "SUM",
     "Aggregate",
     "BadRecordError",
+    "File",
     "InputError",
     "JSONProtocol",
     "JSONValueProtocol",
@@ -43,6 +45,7 @@ __all__ = [
     "KubemrError",
     "MRStep",
     "MapReduce",
+    "Options",
     "OutputError",
     "RawProtocol",
     "RawValueProtocol",

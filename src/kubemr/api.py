@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubemr.job import Combiner, MapReduce, Pairs, make_job_class
+from kubemr.options import param_text
 from kubemr.progress import make_reporter
 from kubemr.runner import run_job
 from kubemr.spec import LocalOptions
@@ -28,14 +29,19 @@ def run(
     keep_work: bool | None = None,
     skip_bad_records: int | None = None,
     s3_endpoint: str | None = None,
-    params: Mapping[str, str] | None = None,
+    encoding: str | None = None,
+    decode_errors: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    files: list[str] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Run a job class on this machine; return the ``_SUCCESS`` summary.
 
     Options left out (``None``) take their defaults from :class:`kubemr.spec.LocalOptions`,
     where every setting, its default and its limits are defined (``kubemr run --help``
-    shows the same).
+    shows the same). ``params`` are the job's parameters and typed options; a value that
+    is not a string is written as a parameter would be (``5``, ``true``, JSON for a
+    list). ``files`` are local files shipped with the job (``PATH`` or ``PATH#NAME``).
 
     Example:
         >>> summary = kubemr.run(WordCount, inputs=["books/"], output="out/")  # doctest: +SKIP
@@ -53,11 +59,14 @@ def run(
         "keep_work": keep_work,
         "skip_bad_records": skip_bad_records,
         "s3_endpoint": s3_endpoint,
+        "encoding": encoding,
+        "decode_errors": decode_errors,
     }
     config = LocalOptions.checked(
         inputs=[inputs] if isinstance(inputs, str) else list(inputs),
         output=output,
-        params={str(k): str(v) for k, v in (params or {}).items()},
+        params={str(k): param_text(v) for k, v in (params or {}).items()},
+        files=list(files or []),
         **{name: value for name, value in given.items() if value is not None},
     )
     return run_job(job, config, make_reporter(progress))

@@ -27,9 +27,12 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 Pairs = Iterable[tuple[Any, Any]]
 
@@ -128,6 +131,7 @@ class MRStep:
 
     mapper: Callable[[Any], Pairs] | None = None
     mapper_batch: Callable[[list[Any]], Pairs | Mapping[Any, Any]] | None = None
+    mapper_raw: Callable[[str, str], Pairs] | None = None  # a whole file: (local path, url)
     combiner: Combiner | None = None
     reducer: Combiner | None = None
     partitioner: Callable[[Any, int], int] | None = None
@@ -188,6 +192,14 @@ class MapReduce:
     ``self.params`` holds the job's parameters (``--param KEY=VALUE``, or
     ``kubemr.run(..., params={...})``), the same in every task, from ``steps`` and
     ``setup`` on: a side table's path, a threshold, a date.
+
+    Typed options: a nested ``class Options(kubemr.options.Options)`` (a pydantic model)
+    declares them; they are given as parameters too, validated before any task starts,
+    and read as ``self.options`` (typed values). ``FILES = ["stopwords.txt"]`` (relative
+    to the job file; ``PATH#NAME`` renames) ships files with the job, read in every task
+    as ``self.files[NAME]``, a local path; so do ``--file PATH`` and
+    ``kubemr.options.File`` options.
+    ``if __name__ == "__main__": MyJob.run()`` makes the job file a command of its own.
     """
 
     SORT_VALUES: bool = False
@@ -195,10 +207,66 @@ class MapReduce:
     INPUT_FORMAT: str | None = None
     OUTPUT_FORMAT: str | None = None
     OUTPUT_PROTOCOL: Any = None
+    INPUT_WITH_OFFSET: bool = False
+    input_file: str | None = None  # set in every map task: the URL of the file it reads
+    Options: ClassVar[type[BaseModel] | None] = None
+    FILES: ClassVar[Sequence[str]] = ()
 
     def __init__(self) -> None:
         self._counters: dict[str, dict[str, int]] = {}
-        self.params: dict[str, str] = {}  # set by the runner in every process
+        self.params = {}  # set by the runner in every process
+
+    # -- parameters, options and files ----------------------------------------------
+    @property
+    def params(self) -> dict[str, str]:
+        return self._params
+
+    @params.setter
+    def params(self, values: Mapping[str, str]) -> None:
+        from kubemr.jobfiles import MANIFEST_PARAM
+
+        values = dict(values)
+        # The plan's parameters also carry the shipped files' manifest: kubemr's, apart.
+        self._manifest: str | None = values.pop(MANIFEST_PARAM, None)
+        self._params: dict[str, str] = values
+        self._files: Mapping[str, str] | None = None
+        self._options: Any = None
+
+    @property
+    def files(self) -> Mapping[str, str]:
+        """The files shipped with the job by name -> a local path (fetched on first use)."""
+        if self._files is None:
+            from kubemr.jobfiles import JobFiles, Manifest
+
+            manifest = Manifest.from_param(self._manifest) if self._manifest else None
+            self._files = JobFiles(manifest)
+        return self._files
+
+    @property
+    def options(self) -> Any:
+        """The job's typed options (its ``Options`` model), from ``self.params``; a file
+        option's value is the file's local path."""
+        if self._options is None:
+            from kubemr.options import check_options, file_fields, options_model, split_file_ref
+
+            options = check_options(type(self), self._params)
+            local = {
+                name: self.files[split_file_ref(value)[1]]
+                for name in file_fields(options_model(type(self)))
+                if isinstance(value := getattr(options, name), str) and value
+            }
+            self._options = options.model_copy(update=local) if local else options
+        return self._options
+
+    @classmethod
+    def run(cls, args: Sequence[str] | None = None) -> NoReturn:
+        """Run this job from its own file, as ``kubemr run`` does:
+        ``if __name__ == "__main__": WordCount.run()`` makes ``python wc.py -i IN -o OUT
+        [--workers N ...] [-p NAME=VALUE ...]`` work, with the same flags and exit codes.
+        ``args`` defaults to the command line."""
+        from kubemr.cli.run import run_itself
+
+        run_itself(cls, args)
 
     # -- hooks a job may override -------------------------------------------------
     def setup(self) -> None:
@@ -219,6 +287,7 @@ class MapReduce:
                     if _defines(cls, "mapper_batch")
                     else None
                 ),
+                mapper_raw=_member(self, "mapper_raw"),
                 combiner=_member(self, "combiner"),
                 reducer=_member(self, "reducer"),
                 partitioner=_member(self, "partitioner"),  # type: ignore[arg-type]
@@ -259,12 +328,19 @@ def job_steps(job: MapReduce) -> list[MRStep]:
     for i, step in enumerate(steps):
         if not isinstance(step, MRStep):
             raise JobDefinitionError(f"{name}.steps()[{i}] is {step!r}, not a kubemr.MRStep")
-        if step.mapper is not None and step.mapper_batch is not None:
-            raise JobDefinitionError(f"{name} step {i}: define mapper or mapper_batch, not both")
-        if i == 0 and step.mapper is None and step.mapper_batch is None:
+        given = [m for m in ("mapper", "mapper_batch", "mapper_raw") if getattr(step, m)]
+        if len(given) > 1:
+            raise JobDefinitionError(f"{name} step {i}: define one of {' and '.join(given)}")
+        if i == 0 and not given:
             raise JobDefinitionError(
                 f"{name} defines no mapper: add `def mapper(self, record)` yielding "
-                "(key, value) pairs, or `def mapper_batch(self, records)`"
+                "(key, value) pairs, `def mapper_batch(self, records)`, or "
+                "`def mapper_raw(self, path, url)` for whole files"
+            )
+        if i > 0 and step.mapper_raw is not None:
+            raise JobDefinitionError(
+                f"{name} step {i}: mapper_raw reads the job's input files, so only the first "
+                "step can have one"
             )
         for role in ("combiner", "reducer"):
             fn = getattr(step, role)
@@ -290,13 +366,28 @@ def job_steps(job: MapReduce) -> list[MRStep]:
         checked.append(
             dataclasses.replace(
                 step,
-                mapper=none_is_no_pairs(step.mapper),
+                mapper=(
+                    _raw_mapper(step.mapper_raw)
+                    if step.mapper_raw is not None
+                    else none_is_no_pairs(step.mapper)
+                ),
                 combiner=none_is_no_pairs(step.combiner),
                 reducer=none_is_no_pairs(step.reducer),
                 sort_values=bool(sort_values),
             )
         )
     return checked
+
+
+def _raw_mapper(fn: Callable[[str, str], Pairs]) -> Callable[[Any], Pairs]:
+    """``mapper_raw(path, url)`` as the mapper of the ``raw`` format's records."""
+    raw = none_is_no_pairs(fn)
+
+    def mapper(record: Any) -> Pairs:
+        path, url = record
+        return raw(path, url)  # type: ignore[no-any-return]
+
+    return mapper
 
 
 def none_is_no_pairs(fn: Any) -> Any:

@@ -28,14 +28,18 @@ from kubemr.formats import (
     DEFAULT_CHUNK_BYTES,
     INPUT_FORMATS,
     INTERNAL,
+    RAW,
     Split,
     SplitReader,
     compression_of,
     read_csv_header,
+    set_map_input,
 )
 from kubemr.job import Aggregate, MapReduce, MRStep, job_steps
+from kubemr.jobfiles import MANIFEST_PARAM, Manifest
 from kubemr.keys import order_key
 from kubemr.loader import dump_job_class
+from kubemr.options import check_options
 from kubemr.output import check_apart, line_encoder, output_format_of, writes_keys
 from kubemr.plan import (
     Plan,
@@ -141,16 +145,30 @@ def new_plan(
     parallelism: int,
     s3_endpoint: str | None = None,
     chunk_bytes: int | None = None,
+    files: Manifest | None = None,
 ) -> Plan:
     """The plan's settings (pure): formats, reducers per step, the work dir's place.
 
     ``parallelism`` is how many tasks can run at once (the local workers, or the most
-    worker pods): the default reducer count and split size follow it.
+    worker pods): the default reducer count and split size follow it. The job's typed
+    options are checked against its ``Options`` here, before any task starts; ``files``
+    (already stored) travel to every task in the plan's parameters.
     """
+    check_options(job_cls, options.params)
+    params = dict(options.params)
+    if files is not None and files.files:
+        params[MANIFEST_PARAM] = files.to_param()
     job = job_cls()
-    job.params = dict(options.params)
+    job.params = params
     steps = job_steps(job)
     input_format = options.input_format or job_cls.INPUT_FORMAT or "text"
+    if steps[0].mapper_raw is not None:
+        if options.input_format not in (None, RAW):
+            raise InputError(
+                f"{job_cls.__name__} reads whole files (mapper_raw): --format "
+                f"{options.input_format} does not apply"
+            )
+        input_format = RAW
     output_format = output_format_of(job_cls, options.output_format)
     if input_format not in INPUT_FORMATS:
         raise InputError(f"unknown input format {input_format!r}: use {', '.join(INPUT_FORMATS)}")
@@ -179,8 +197,10 @@ def new_plan(
         skip_bad_records=options.skip_bad_records,
         s3_endpoint=s3_endpoint,
         created=datetime.now(UTC).isoformat(),
-        params=dict(options.params),
+        params=params,
         chunk_bytes=chunk_bytes or DEFAULT_CHUNK_BYTES,
+        encoding=options.encoding,
+        decode_errors=options.decode_errors,
     )
 
 
@@ -246,8 +266,19 @@ class Planner:
             for f in files:
                 if f.size:
                     store = storage.store_for(f.url, self.options)
-                    headers[f.url] = read_csv_header(store, f.url, compression_of(f.url))
-        return make_splits(files, split_size, plan.input_format, compression_of, headers)
+                    headers[f.url] = read_csv_header(
+                        store, f.url, compression_of(f.url), plan.encoding
+                    )
+        return make_splits(
+            files,
+            split_size,
+            plan.input_format,
+            compression_of,
+            headers,
+            encoding=plan.encoding,
+            decode_errors=plan.decode_errors,
+            with_offset=self.job_cls.INPUT_WITH_OFFSET,
+        )
 
 
 def write_json(url: str, data: Any, options: StorageOptions) -> None:
@@ -314,8 +345,8 @@ def preflight(
     ``mapper_init``, the mapper on up to :data:`PREFLIGHT_RECORDS` records,
     ``mapper_final``, ``teardown``; what the hooks yield is checked with the rest. User
     code that raises is left to the task, which says where, with retries."""
-    if not splits:
-        return
+    if not splits or splits[0].format == RAW:
+        return  # a raw record is a whole file: trying the mapper would map all of it
     split = splits[0]
     store = storage.store_for(split.url, options)
     reader = SplitReader(store, split, 64 << 10, plan.skip_bad_records)
@@ -327,6 +358,7 @@ def preflight(
         return
     # User code that raises is left to the task, which reports it with retries.
     pairs: list[tuple[str, Any]] = []
+    set_map_input(job, split)  # as a map task of this split would see it
     if _completes(job.setup):
         sample = functools.partial(
             _sample_by_role, steps[0], chunk.records[:PREFLIGHT_RECORDS], PREFLIGHT_PAIRS
@@ -334,6 +366,7 @@ def preflight(
         if not _completes(lambda: pairs.extend(sample())):
             pairs.clear()
         _completes(job.teardown)
+    set_map_input(job, None)  # the driver's environment without them again
     to_output = _keys_reach_output(plan, steps)
     if to_output == "keys" and not writes_keys(plan.output_format):
         to_output = None  # a value-only or custom format: the keys are not written
@@ -437,8 +470,10 @@ def sample_boundaries(
             )
             raise JobFailed(TaskFailure(where, "-", "user-code", message, tb)) from None
 
+    set_map_input(job, chosen[0] if chosen else None)
     user_code(["setup"], job.setup)
     for split in chosen:
+        set_map_input(job, split)
         reader = SplitReader(storage.store_for(split.url, options), split, 1 << 20, 1 << 30)
         chunk = next(iter(reader.chunks()), None)
         if chunk is None:
@@ -451,6 +486,7 @@ def sample_boundaries(
         pairs = user_code(roles, sample)
         keys.extend(k for k, _ in pairs)
     user_code(["teardown"], job.teardown)
+    set_map_input(job, None)
     try:
         keys.sort(key=order_key)
     except Exception as exc:

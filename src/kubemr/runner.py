@@ -24,9 +24,20 @@ from kubemr.coordinator import StageKind, StageState, StepShape, decide
 from kubemr.errors import Interrupted, OutputError
 from kubemr.executors.local import LocalExecutor
 from kubemr.job import MapReduce
+from kubemr.jobfiles import (
+    LocalFile,
+    Manifest,
+    extra_files,
+    local_files,
+    needed_files,
+    remove_scratch,
+    shipped,
+    upload,
+)
 from kubemr.machine import available_cpus
+from kubemr.options import check_options
 from kubemr.output import OutputClaim, discard_staging
-from kubemr.planning import Planner, make_job_id, new_plan, resolve_inputs
+from kubemr.planning import Inputs, Planner, make_job_id, new_plan, resolve_inputs
 from kubemr.progress import Reporter
 from kubemr.spec import LocalOptions
 from kubemr.storage import StorageOptions
@@ -105,21 +116,52 @@ class _LocalJob:
         started = time.time()
         stats_before = storage.all_stats()
         cfg = self.config
+        # Before anything is listed or written: the typed options, and the files to ship.
+        check_options(self.job_cls, cfg.params)
+        files = local_files(needed_files(self.job_cls, cfg.params) + extra_files(cfg.files))
         inputs = resolve_inputs(cfg.inputs, self.options, self._warn)
         if cfg.work_dir is not None:
             storage.store_for(cfg.work_dir, self.options).check_access(cfg.work_dir, write=True)
         own_work_dir = cfg.work_dir is None
         work_root = cfg.work_dir or tempfile.mkdtemp(prefix="kubemr-work-")
         job_id = make_job_id(self.job_cls.__name__)
+        work_url = storage.join(work_root, job_id)
+        try:
+            return self._run(started, stats_before, inputs, job_id, work_url, files)
+        finally:
+            if not cfg.keep_work:
+                _cleanup(work_url, self.options)
+                if own_work_dir:
+                    shutil.rmtree(work_root, ignore_errors=True)
+            remove_scratch(job_id)
+            self.reporter.close()
+
+    def _ship(self, files: list[LocalFile], work_url: str, job_id: str) -> Manifest:
+        """The job's files, stored in its work dir by content, as every task reads them."""
+        directory = storage.join(work_url, "files")
+        upload(files, directory, self.options)
+        return Manifest(shipped(files, directory), job_id, self.config.s3_endpoint)
+
+    def _run(
+        self,
+        started: float,
+        stats_before: dict[str, Any],
+        inputs: Inputs,
+        job_id: str,
+        work_url: str,
+        files: list[LocalFile],
+    ) -> dict[str, Any]:
+        cfg = self.config
         plan = new_plan(
             self.job_cls,
             cfg,
             job_id=job_id,
-            work_url=storage.join(work_root, job_id),
+            work_url=work_url,
             inputs=inputs,
             parallelism=self.workers,
             s3_endpoint=cfg.s3_endpoint,
             chunk_bytes=cfg.chunk_bytes,
+            files=self._ship(files, work_url, job_id) if files else None,
         )
         planner = Planner(
             self.job_cls,
@@ -176,11 +218,6 @@ class _LocalJob:
                 discard_staging(claim)
             claim.finish("succeeded" if succeeded else "failed")
             claim.release()
-            if not cfg.keep_work:
-                _cleanup(plan.work_url, self.options)
-                if own_work_dir:
-                    shutil.rmtree(work_root, ignore_errors=True)
-            self.reporter.close()
         return summary
 
 

@@ -16,9 +16,19 @@ import cloudpickle
 
 from kubemr import storage
 from kubemr.commit import commit_job
-from kubemr.errors import JobDefinitionError, VersionSkew
+from kubemr.errors import InputError, JobDefinitionError, VersionSkew
 from kubemr.job import MapReduce
+from kubemr.jobfiles import (
+    Manifest,
+    ShippedFile,
+    check_shipped,
+    local_files,
+    needed_files,
+    shipped,
+    upload,
+)
 from kubemr.loader import load_job_class, pick_job_class
+from kubemr.options import check_options
 from kubemr.output import OutputClaim
 from kubemr.plan import Plan
 from kubemr.planning import Planner, new_plan, resolve_inputs
@@ -83,10 +93,18 @@ def plan_stage(plan_input: dict[str, Any]) -> dict[str, Any]:
     job_id = job_id_for(name, uid)
     work_url = plan_input["work_url"]
     warnings: list[str] = []
+    check_options(job_cls, spec.params)
+    files = job_files(job_cls, spec, work_url, job_id, options)
     inputs = resolve_inputs(spec.inputs, options, warnings.append)
     parallelism = spec.workers.max
     plan = new_plan(
-        job_cls, spec, job_id=job_id, work_url=work_url, inputs=inputs, parallelism=parallelism
+        job_cls,
+        spec,
+        job_id=job_id,
+        work_url=work_url,
+        inputs=inputs,
+        parallelism=parallelism,
+        files=files,
     )
     plan.extra = {
         "resource": owner,
@@ -115,6 +133,37 @@ def plan_stage(plan_input: dict[str, Any]) -> dict[str, Any]:
         ],
         "warnings": warnings[:3],
     }
+
+
+def job_files(
+    job_cls: type[MapReduce],
+    spec: MapReduceJobSpec,
+    work_url: str,
+    job_id: str,
+    options: StorageOptions,
+) -> Manifest:
+    """The files the job ships: those of ``spec.job.files`` (uploaded by ``kubemr
+    submit``), each found in storage; and, for a job from the image (``job.module``),
+    those its class asks for that the spec does not list, read from the image and stored
+    in the work dir. A file the job asks for that is in neither is named now, before any
+    task starts."""
+    listed = [ShippedFile(f.name, f.url, f.sha256) for f in spec.job.files or ()]
+    found = check_shipped(listed, options)
+    names = {f.name for f in found}
+    missing = [ref for ref in needed_files(job_cls, spec.params) if ref.name not in names]
+    if missing and spec.job.module:
+        local = local_files(missing)
+        directory = storage.join(work_url, "files")
+        upload(local, directory, options)
+        found += shipped(local, directory)
+    elif missing:
+        ref = missing[0]
+        raise InputError(
+            f"{ref.origin} asks for the file {ref.name}, which spec.job.files does not list: "
+            "kubemr submit ships the files a job asks for; written by hand, list it there "
+            "(name, url, sha256)"
+        )
+    return Manifest(found, job_id)
 
 
 def commit_stage(work_url: str) -> dict[str, Any]:

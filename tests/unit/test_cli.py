@@ -147,3 +147,46 @@ def test_params_reach_every_task(tmp_path) -> None:
     bad = runner.invoke(app, [*args, "--overwrite", "--param", "min_len"])
     assert bad.exit_code == 2
     assert "KEY=VALUE" in bad.output
+
+
+def test_run_help_after_a_job_shows_its_options_and_file_flag(tmp_path) -> None:
+    job = tmp_path / "opts.py"
+    job.write_text(
+        "import kubemr\n"
+        "from pydantic import Field\n"
+        "from kubemr.options import Options\n\n"
+        "class Opts(kubemr.MapReduce):\n"
+        "    FILES = ['words.txt']\n\n"
+        "    class Options(Options):\n"
+        "        top: int = Field(10, description='How many to keep.')\n\n"
+        "    def mapper(self, line):\n"
+        "        yield line, self.options.top\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "kubemr", "run", str(job), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "--file" in proc.stdout
+    assert "--param top=INTEGER  default: 10. How many to keep." in proc.stdout
+    assert "(FILES, read as self.files[NAME]): words.txt" in proc.stdout
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kubemr",
+            "run",
+            str(job),
+            "-i",
+            str(job),
+            "-o",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert missing.returncode == 2
+    assert "Opts.FILES: file words.txt does not exist" in missing.stderr

@@ -26,6 +26,7 @@ from kubemr.cli.kubeopts import (
     timeout_seconds,
 )
 from kubemr.cli.output import ResourceFormat, dump, name_of
+from kubemr.cli.run import HelpFlag, job_argument
 from kubemr.cli.submit_spec import (
     JOB_PLACEHOLDER,
     FlagError,
@@ -39,7 +40,17 @@ from kubemr.cluster import jobcode
 from kubemr.cluster.access import user_storage
 from kubemr.cluster.errors import ApiRefused
 from kubemr.cluster.resource import build_resource, check_name, name_from
-from kubemr.spec import JobOptions, MapReduceJobSpec, StorageSpec, WorkerRange, WorkerTemplate
+from kubemr.jobfiles import LocalFile
+from kubemr.loader import load_job_class
+from kubemr.options import JobOptionError, check_options
+from kubemr.spec import (
+    JobOptions,
+    LocalOptions,
+    MapReduceJobSpec,
+    StorageSpec,
+    WorkerRange,
+    WorkerTemplate,
+)
 
 if TYPE_CHECKING:
     from kubemr.cluster.client import JobsClient
@@ -57,13 +68,18 @@ def _help(model: type[Any], name: str, extra: str = "") -> str:
 
 
 def submit(
+    # Optional to click, so that `--help` alone shows the help; checked in its callback.
     job: Annotated[
-        str,
+        str | None,
         typer.Argument(
             help="Job file (wc.py, wc.py:Class), pickled and uploaded or sent inline "
-            "(--code), or package.module:Class importable in the worker image."
+            "(--code), or package.module:Class importable in the worker image.",
+            is_eager=True,
+            callback=job_argument,
+            show_default=False,
         ),
-    ],
+    ] = None,
+    *,
     input: Annotated[
         list[str],
         typer.Option("--input", "-i", help=_help(JobOptions, "inputs", " Repeatable.")),
@@ -87,7 +103,15 @@ def submit(
     overwrite: Annotated[bool, typer.Option(help=_help(JobOptions, "overwrite"))] = False,
     param: Annotated[
         list[str] | None,
-        typer.Option("--param", "-p", help="A job parameter KEY=VALUE (repeatable)."),
+        typer.Option(
+            "--param",
+            "-p",
+            help="A job parameter or typed option KEY=VALUE (repeatable; `--help` after the "
+            "job lists its options).",
+        ),
+    ] = None,
+    file: Annotated[
+        list[str] | None, typer.Option("--file", help=_help(LocalOptions, "files"))
     ] = None,
     workers_min: Annotated[int | None, typer.Option(help=_help(WorkerRange, "min"))] = None,
     workers_max: Annotated[int | None, typer.Option(help=_help(WorkerRange, "max"))] = None,
@@ -199,6 +223,7 @@ def submit(
     kubeconfig: Kubeconfig = None,
     context: Context = None,
     namespace: Namespace = None,
+    help_: HelpFlag = False,
 ) -> None:
     """Submit a MapReduce job to Kubernetes: create a MapReduceJob resource.
 
@@ -240,14 +265,17 @@ def submit(
         labels = key_values(label or [], "--label")
         if name is not None and (problem := check_name(name)):
             raise FlagError(f"--name {name!r}: {problem}")
-        job_code, class_name, pickled = _job_code(
-            job, code, code_dir or jobcode.default_code_dir(output)
-        )
+        assert job is not None  # its callback refuses a missing one
+        code_dir = code_dir or jobcode.default_code_dir(output)
+        job_code, class_name, pickled = _job_code(job, code, code_dir)
+        files = _job_files(job, flags, file or [])
+        if files:
+            job_code["files"] = jobcode.spec_files(files, code_dir)
         spec = check_spec(spec_values(flags, job_code))
         base = name or name_from(class_name)
         written = {"split_size": split_size, "memory": memory}
         if dry_run:
-            _upload(pickled, spec, quiet)
+            _upload(pickled, files, code_dir, spec, quiet)
             resource = build_resource(
                 spec, name=base, generate=generate_name, namespace=namespace,
                 labels=labels, written=written,
@@ -260,7 +288,7 @@ def submit(
             spec, name=base, generate=generate_name, namespace=ns, labels=labels, written=written
         )
         _check_create(cluster.jobs, resource, ns)  # rights, CRD, schema: before uploading
-        _upload(pickled, spec, quiet)
+        _upload(pickled, files, code_dir, spec, quiet)
         created = cluster.jobs.create(resource, ns)
         made = name_of(created)
         hint = f" -n {ns}" if namespace else ""
@@ -311,10 +339,37 @@ def _job_code(
     return {"pickle": {"url": pickled.url, "sha256": pickled.sha256}}, pickled.class_name, pickled
 
 
-def _upload(pickled: jobcode.PickledCode | None, spec: MapReduceJobSpec, quiet: bool) -> None:
+def _job_files(job: str, flags: SubmitFlags, paths: list[str]) -> list[LocalFile]:
+    """The job's typed options checked (a job file is loaded here, a module is not: its
+    plan pod checks them), and the files it ships, found and hashed."""
+    job_cls = load_job_class(job) if jobcode.is_job_file(job) else None
+    params = key_values(flags.params, "--param")
+    if job_cls is not None:
+        try:
+            check_options(job_cls, params)
+        except JobOptionError as exc:
+            raise FlagError(f"--param: {exc}") from None
+    return jobcode.job_files(job_cls, params, paths)
+
+
+def _upload(
+    pickled: jobcode.PickledCode | None,
+    files: list[LocalFile],
+    code_dir: str,
+    spec: MapReduceJobSpec,
+    quiet: bool,
+) -> None:
+    options = user_storage(spec.storage.endpoint)
+    if files:
+        uploaded_files = jobcode.upload_files(files, code_dir, options)
+        if not quiet:
+            note(
+                f"shipped {len(files)} file(s) with the job to {jobcode.files_dir(code_dir)} "
+                f"({uploaded_files} uploaded now, the others were there already)"
+            )
     if pickled is None:
         return
-    uploaded = jobcode.upload(pickled, user_storage(spec.storage.endpoint))
+    uploaded = jobcode.upload(pickled, options)
     if quiet:
         return
     if uploaded:

@@ -35,6 +35,7 @@ FLAGS: dict[tuple[str, ...], str] = {
     ("job",): "JOB",
     ("job", "source"): "JOB (--code source)",
     ("job", "module"): "JOB",
+    ("job", "files"): "--file",
     ("work_dir",): "--work-dir",
     ("storage", "endpoint"): "--s3-endpoint",
     ("storage", "region"): "--s3-region",

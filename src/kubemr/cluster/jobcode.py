@@ -6,6 +6,9 @@ A pickle goes to ``<code dir>/<sha256>.pkl`` with ``<sha256>.pkl.meta.json`` bes
 unpickling: :func:`kubemr.stages.load_code`). The default code dir is ``_kubemr/code`` in
 the output's bucket, beside the default work dirs (:func:`default_code_dir`). An object
 already there is not uploaded again: its name is its content's hash.
+
+The files shipped with the job (its ``FILES``, file options, ``--file``) go beside the
+code, to ``<code dir>/files/<sha256>/<name>``, listed in the resource's ``job.files``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import cloudpickle
 
 from kubemr import storage
 from kubemr.errors import JobDefinitionError, KubemrError
+from kubemr.jobfiles import LocalFile, extra_files, local_files, needed_files, shipped
+from kubemr.jobfiles import upload as upload_local_files
 from kubemr.loader import dump_job_class, load_job_class
 from kubemr.spec import default_work_dir
 from kubemr.storage import StorageError, StorageOptions
@@ -104,6 +109,39 @@ def upload(code: PickledCode, options: StorageOptions) -> bool:
             f"cannot upload the job's code to {url}: {type(exc).__name__}: {exc}"
         ) from None
     return True
+
+
+def files_dir(code_dir: str) -> str:
+    return storage.join(code_dir, "files")
+
+
+def job_files(job_cls: type | None, params: dict[str, str], paths: list[str]) -> list[LocalFile]:
+    """The local files the job ships: what its class asks for (when it was loaded here)
+    and ``--file`` paths, checked and hashed; an :class:`~kubemr.errors.InputError` naming
+    a missing or oversized one."""
+    refs = needed_files(job_cls, params) if job_cls is not None else []
+    return local_files(refs + extra_files(paths))
+
+
+def spec_files(files: list[LocalFile], code_dir: str) -> list[dict[str, str]]:
+    """The resource's ``job.files`` for files uploaded by :func:`upload_files`."""
+    return [
+        {"name": f.name, "url": f.url, "sha256": f.sha256}
+        for f in shipped(files, files_dir(code_dir))
+    ]
+
+
+def upload_files(files: list[LocalFile], code_dir: str, options: StorageOptions) -> int:
+    """Store the job's files beside its code, each unless it is there; how many were
+    uploaded now."""
+    try:
+        return sum(upload_local_files(files, files_dir(code_dir), options))
+    except KubemrError:
+        raise
+    except Exception as exc:
+        raise StorageError(
+            f"cannot upload the job's files to {files_dir(code_dir)}: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def source_code(ref: str) -> tuple[str, str | None, str]:
