@@ -19,20 +19,39 @@ spans lines fails the task with a hint to keep such files whole.
 
 Records reach the mapper in chunks (lists) of about ``chunk_bytes`` of input, which is
 what lets ``mapper_batch`` work on many records per call.
+
+Text is decoded a block of whole lines at a time with the split's encoding (UTF-8 unless
+the job says otherwise). Only a block that does not decode whole is decoded again line by
+line, so that the line at fault is failed, skipped as a bad record or decoded with the
+job's fallback (``decode_errors``), and counted: valid input pays nothing for it. Any
+encoding that writes a line break as the byte ``\\n`` is cut as UTF-8 is; UTF-16 and
+UTF-32 files are cut at their own (aligned) line breaks and read whole, one task each.
+
+The ``bytes`` format gives each line as ``bytes``, undecoded. The ``raw`` format gives a
+whole file as one record, ``(local path, url)``: the file itself when it is local, else
+a copy downloaded to the task's scratch directory; it is neither cut nor decompressed.
+With ``with_offset``, each record reaches the mapper as ``(offset, record)``: the byte
+offset of its first byte in the file (in the decompressed stream for compressed files).
 """
 
 from __future__ import annotations
 
 import bz2
+import codecs
 import csv
 import gzip
 import io
 import itertools
 import json
 import lzma
+import operator
+import os
 import pickle
+import posixpath
 import re
+import shutil
 import struct
+import tempfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -41,13 +60,30 @@ from typing import Any, BinaryIO
 import zstandard
 
 from kubemr.errors import BadRecordError
-from kubemr.storage import ObjectStore
+from kubemr.storage import ObjectStore, is_remote, local_path
 
 TEXT = "text"
 JSONL = "jsonl"
 CSV = "csv"
+BYTES = "bytes"  # each line as bytes, undecoded
+RAW = "raw"  # each file whole, as (local path, url)
 INTERNAL = "internal"  # kubemr's own block format: a previous step's output
-INPUT_FORMATS = (TEXT, JSONL, CSV)
+INPUT_FORMATS = (TEXT, JSONL, CSV, BYTES, RAW)
+DECODED_FORMATS = (TEXT, JSONL, CSV)
+
+UTF8 = "utf-8"
+STRICT = "strict"
+DECODE_ERRORS = (STRICT, "replace", "surrogateescape", "latin-1")
+"""What a line that is not valid in the encoding becomes: ``strict`` fails the task (or,
+with ``skip_bad_records``, skips the line as a bad record); the others decode it with
+Python's error handler of that name, or as Latin-1 as a whole, and count it."""
+UNDECODABLE_LINES = "map_input_undecodable_lines"
+"""The counter of lines decoded with the fallback of ``decode_errors``."""
+INPUT_FILE_ENV = ("mapreduce_map_input_file", "map_input_file")
+INPUT_START_ENV = ("mapreduce_map_input_start", "map_input_start")
+INPUT_LENGTH_ENV = ("mapreduce_map_input_length", "map_input_length")
+"""The environment variables Hadoop Streaming (and so mrjob) sets in a map task: the
+input file, and the split's first byte and length (both Hadoop 2 and Hadoop 1 names)."""
 
 DEFAULT_CHUNK_BYTES = 4 << 20
 
@@ -72,7 +108,7 @@ def compression_of(url: str) -> str | None:
 
 @dataclass
 class Split:
-    """One map task's input: a byte range of one file (or all of it)."""
+    """One map task's input: a byte range of one file (or all of it), and how to read it."""
 
     url: str
     start: int
@@ -81,9 +117,12 @@ class Split:
     format: str = TEXT
     compression: str | None = None
     header: list[str] | None = None  # CSV column names, read once when planning
+    encoding: str = UTF8
+    decode_errors: str = STRICT
+    with_offset: bool = False  # records reach the mapper as (offset, record)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "url": self.url,
             "start": self.start,
             "end": self.end,
@@ -92,6 +131,15 @@ class Split:
             "compression": self.compression,
             "header": self.header,
         }
+        # Written only when set, so that the splits of a job that sets none read the same
+        # as before to every kubemr.
+        if self.encoding != UTF8:
+            data["encoding"] = self.encoding
+        if self.decode_errors != STRICT:
+            data["decode_errors"] = self.decode_errors
+        if self.with_offset:
+            data["with_offset"] = True
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Split:
@@ -113,18 +161,196 @@ class Chunk:
     first_line: int | None  # 1-based line number of the chunk's first line, if known
     line_index: list[int] | None = None  # line of record i within the chunk, when not i
     bytes_read: int = 0
+    newline: bytes = b"\n"  # the encoded line break (UTF-16 and UTF-32: 2 or 4 bytes)
+    _starts: list[int] | None = field(default=None, repr=False, compare=False)
 
     def line_of(self, i: int) -> int:
         return self.line_index[i] if self.line_index is not None else i
+
+    def line_starts(self) -> list[int]:
+        """The file offset where each line of ``data`` starts (and, last, where it ends)."""
+        if self._starts is None:
+            newline = self.newline
+            data = self.data or b""
+            parts = data.split(newline) if len(newline) == 1 else _split_aligned(data, newline)
+            # len(part) + len(newline) per line, summed from the chunk's offset, all in C
+            sizes = map(operator.add, map(len, parts), itertools.repeat(len(newline)))
+            self._starts = list(itertools.accumulate(sizes, initial=self.offset))
+        return self._starts
 
     def offset_of(self, i: int) -> int:
         """Byte offset (in the file) where record ``i`` starts."""
         if self.data is None:
             return self.offset
-        pos = 0
-        for _ in range(self.line_of(i)):
-            pos = self.data.find(b"\n", pos) + 1
-        return self.offset + pos
+        return self.line_starts()[self.line_of(i)]
+
+    def with_offsets(self) -> list[tuple[int, Any]]:
+        """The records as ``(offset, record)``."""
+        starts = self.line_starts()
+        if self.line_index is None:
+            return list(zip(starts, self.records))  # zip stops at the last record
+        return list(zip(map(starts.__getitem__, self.line_index), self.records))
+
+
+# --------------------------------------------------------------------------- encodings
+
+
+@dataclass(frozen=True)
+class LineCodec:
+    """How the lines of one file are cut and decoded."""
+
+    label: str  # the encoding as the job names it, for messages
+    name: str  # the Python codec that decodes one line, without a byte-order mark
+    newline: bytes  # the line break as encoded: lines are cut there
+    bom: bytes = b""  # a byte-order mark dropped at the start of a file
+
+    @property
+    def wide(self) -> bool:
+        """UTF-16 or UTF-32: a line break is several bytes, so a file is read whole."""
+        return len(self.newline) > 1
+
+    def shown(self) -> str:
+        return "UTF-8" if self.name == UTF8 else self.label
+
+
+_WIDE_FAMILIES = (("utf-16", codecs.BOM_UTF16_BE), ("utf-32", codecs.BOM_UTF32_BE))
+
+
+def check_encoding(encoding: str) -> str:
+    """The Python codec of ``encoding``, or a ``ValueError`` that says why kubemr cannot
+    read lines in it."""
+    try:
+        info = codecs.lookup(encoding)
+    except LookupError:
+        raise ValueError(
+            f"unknown encoding {encoding!r}: give a Python codec name, such as utf-8, "
+            "latin-1, cp1252, shift_jis or utf-16"
+        ) from None
+    if not getattr(info, "_is_text_encoding", True):
+        raise ValueError(f"{encoding!r} is not a text encoding (it turns bytes into bytes)")
+    name = info.name
+    if name.startswith(("utf-16", "utf-32")):
+        return name
+    try:
+        cuts_at_newline = "\n".encode(name) == b"\n" and b"a\nb".decode(name) == "a\nb"
+    except (UnicodeError, ValueError):
+        cuts_at_newline = False
+    if name == "utf-8-sig":
+        cuts_at_newline = True
+    if not cuts_at_newline:
+        raise ValueError(
+            f"encoding {encoding!r} does not write a line break as the byte 0x0A (\\n), where "
+            "kubemr cuts lines: convert the files to UTF-8 (e.g. with iconv)"
+        )
+    return name
+
+
+def reads_whole_files(encoding: str) -> bool:
+    """Whether files in ``encoding`` are read whole rather than cut at byte ranges."""
+    return check_encoding(encoding).startswith(("utf-16", "utf-32"))
+
+
+def line_codec(encoding: str, head: bytes = b"") -> LineCodec:
+    """The codec of a file in ``encoding`` whose first bytes are ``head``: for ``utf-16``
+    and ``utf-32``, its byte-order mark says which byte order (little-endian without one,
+    as Python reads them)."""
+    name = check_encoding(encoding)
+    if name in (UTF8, "utf-8-sig"):
+        return LineCodec(encoding, UTF8, b"\n", codecs.BOM_UTF8)
+    for family, big_endian_bom in _WIDE_FAMILIES:
+        if name.startswith(family):
+            if name == family:
+                order = "be" if head.startswith(big_endian_bom) else "le"
+            else:
+                order = name[-2:]
+            line_name = f"{family}-{order}"
+            return LineCodec(
+                encoding, line_name, "\n".encode(line_name), "\ufeff".encode(line_name)
+            )
+    return LineCodec(encoding, name, b"\n")
+
+
+def _split_aligned(data: bytes, newline: bytes) -> list[bytes]:
+    """``data.split(newline)`` for a line break of several bytes, which only counts where
+    it starts on a character boundary (a multiple of its size from the start)."""
+    unit = len(newline)
+    parts: list[bytes] = []
+    start = pos = 0
+    while True:
+        j = data.find(newline, pos)
+        if j < 0:
+            break
+        if j % unit:
+            pos = j + 1
+            continue
+        parts.append(data[start:j])
+        start = pos = j + unit
+    parts.append(data[start:])
+    return parts
+
+
+def _last_aligned_end(data: bytes, newline: bytes) -> int:
+    """Where the last whole line of ``data`` ends (after its aligned line break), or 0."""
+    unit = len(newline)
+    j = data.rfind(newline)
+    while j > 0 and j % unit:
+        j = data.rfind(newline, 0, j + unit - 1)
+    return j + unit if j >= 0 and j % unit == 0 else 0
+
+
+def _wide_line_blocks(fh: Any, newline: bytes, chunk_bytes: int) -> Iterator[tuple[int, bytes]]:
+    """``(offset, block)``: runs of whole lines of a whole UTF-16 or UTF-32 stream."""
+    buf = b""
+    base = 0
+    while True:
+        data = fh.read(max(chunk_bytes, 1 << 16))
+        if not data:
+            if buf:
+                yield base, buf
+            return
+        buf += data
+        cut = _last_aligned_end(buf, newline)
+        if cut:
+            yield base, buf[:cut]
+            base += cut
+            buf = buf[cut:]
+
+
+class _Prefixed:
+    """A stream with bytes already read from it put back in front."""
+
+    def __init__(self, head: bytes, fh: Any) -> None:
+        self._head = head
+        self._fh = fh
+
+    def read(self, n: int = -1) -> bytes:
+        if self._head:
+            head, self._head = self._head, b""
+            return head if n < 0 else head + self._fh.read(max(n - len(head), 0))
+        return self._fh.read(n)
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def set_map_input(job: Any, split: Split | None) -> None:
+    """Tell the job what a map task reads, as Hadoop Streaming tells mrjob jobs: the URL
+    of the input file as ``job.input_file`` and as ``$mapreduce_map_input_file``, and the
+    split's first byte and length as ``$mapreduce_map_input_start`` and
+    ``$mapreduce_map_input_length`` (with their Hadoop 1 names, ``$map_input_file``, ...).
+    A later step's task (``split`` None, or a previous step's output) reads no input
+    file: ``input_file`` is None and the variables are unset, so that nothing is left from
+    the task a worker process ran before."""
+    names = INPUT_FILE_ENV + INPUT_START_ENV + INPUT_LENGTH_ENV
+    if split is None or split.format == INTERNAL:
+        job.input_file = None
+        for name in names:
+            os.environ.pop(name, None)
+        return
+    job.input_file = split.url
+    values = (split.url, split.url, str(split.start), str(split.start))
+    values += (str(split.end - split.start),) * 2
+    os.environ.update(zip(names, values))
 
 
 # --------------------------------------------------------------------------- raw lines
@@ -465,42 +691,163 @@ def _not_text(head: bytes, url: str, compression: str | None) -> str | None:
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         return (
             f"{url} looks UTF-16 encoded (it starts with a UTF-16 byte-order mark): kubemr "
-            "reads text as UTF-8; convert the file (e.g. with iconv -f UTF-16 -t UTF-8)"
+            "reads text as UTF-8 unless told otherwise; pass --encoding utf-16, or convert "
+            "the file (e.g. with iconv -f UTF-16 -t UTF-8)"
         )
     return None
 
 
-def _decode(block: bytes, url: str, offset: int, compression: str | None = None) -> str:
-    """The block as text; at the start of a file, without its byte-order mark."""
-    if offset == 0 and block.startswith(_ZIP_MAGIC):
-        # checked before decoding: a stored (uncompressed) member can be valid UTF-8
+def _refuse_zip(block: bytes, url: str) -> None:
+    """At the start of a file, before decoding: a stored (uncompressed) member of a zip
+    archive can be valid text."""
+    if block.startswith(_ZIP_MAGIC):
         raise BadRecordError(
             f"{url} looks like a zip archive (by its first bytes): kubemr cannot read zip "
             "archives; unpack it"
         )
+
+
+def _decode(block: bytes, url: str, offset: int, codec: LineCodec) -> str:
+    """The block as text, strictly; at the start of a file, without its byte-order mark."""
+    if offset == 0:
+        _refuse_zip(block, url)
+        if codec.bom and block.startswith(codec.bom):
+            block = block[len(codec.bom) :]
     try:
-        text = block.decode("utf-8")
+        return block.decode(codec.name)
     except UnicodeDecodeError as exc:
-        why = _not_text(block, url, compression) if offset == 0 else None
+        why = _not_text(block, url, None) if offset == 0 else None
         if why is not None:
             raise BadRecordError(why) from None
         raise BadRecordError(
-            f"{url}: invalid UTF-8 at byte offset {offset + exc.start}: {exc.reason}. "
-            "kubemr reads text as UTF-8; convert the file (e.g. with iconv)"
+            f"{url}: invalid {codec.shown()} at byte offset {offset + exc.start}: {exc.reason}. "
+            f"{_convert_hint(codec)}"
         ) from None
-    if offset == 0 and text.startswith("\ufeff"):
-        text = text[1:]  # a UTF-8 byte-order mark is not part of the first record
-    return text
 
 
-def _split_lines(block: bytes, url: str, offset: int, compression: str | None = None) -> list[str]:
-    text = _decode(block, url, offset, compression)
-    if "\r" in text:
-        text = text.replace("\r\n", "\n")
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines
+def _convert_hint(codec: LineCodec) -> str:
+    return (
+        f"The job reads its input as {codec.shown()}: pass --encoding NAME if the file is in "
+        "another encoding, --decode-errors replace (or surrogateescape, latin-1) to decode "
+        "such lines anyway or --skip-bad-records N to skip them; or convert the file (e.g. "
+        "with iconv)"
+    )
+
+
+class _Decoder:
+    """Decodes one split's blocks of whole lines (see the module doc): a block at a time,
+    and line by line only where the block does not decode whole."""
+
+    def __init__(self, reader: SplitReader, codec: LineCodec) -> None:
+        self.reader = reader
+        self.codec = codec
+        self.errors = reader.split.decode_errors
+        if self.errors not in DECODE_ERRORS:
+            raise ValueError(f"unknown decode_errors {self.errors!r}: use {DECODE_ERRORS}")
+        self.cr = "\r".encode(codec.name)
+        self.fallbacks = 0  # lines decoded with the fallback of decode_errors
+        # The file offset up to which such lines are counted: a CSV record carried over to
+        # the next block is decoded again, and counted once.
+        self._counted_to = 0
+
+    def lines(
+        self, block: bytes, offset: int, line_no: int | None
+    ) -> tuple[list[str], list[int] | None, int]:
+        """The block's lines without their line breaks; the line of the block each one
+        is, when lines were skipped as bad records (else None); the block's line count."""
+        try:
+            text = block.decode(self.codec.name)
+        except UnicodeDecodeError as exc:
+            return self._line_by_line(block, offset, line_no, exc, False)[:3]
+        if "\r" in text:
+            text = text.replace("\r\n", "\n")
+        lines = text.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        return lines, None, len(lines)
+
+    def text(self, block: bytes, offset: int, line_no: int | None) -> tuple[str, dict[int, str]]:
+        """The block as text, line breaks kept (for CSV), and the lines that did not
+        decode, each with why, which are to be skipped as bad records."""
+        try:
+            return block.decode(self.codec.name), {}
+        except UnicodeDecodeError as exc:
+            lines, _, _, bad = self._line_by_line(block, offset, line_no, exc, True)
+        terminated = block.endswith(self.codec.newline) and (
+            len(self.codec.newline) == 1 or len(block) % len(self.codec.newline) == 0
+        )
+        return "\n".join(lines) + ("\n" if terminated and lines else ""), bad
+
+    def _line_by_line(
+        self,
+        block: bytes,
+        offset: int,
+        line_no: int | None,
+        first_error: UnicodeDecodeError,
+        keep_breaks: bool,
+    ) -> tuple[list[str], list[int] | None, int, dict[int, str]]:
+        reader = self.reader
+        url = reader.split.url
+        codec = self.codec
+        if offset == 0:  # data that is no text at all fails whatever decode_errors says
+            why = _not_text(block, url, reader.split.compression)
+            if why is not None:
+                raise BadRecordError(why) from None
+        newline = codec.newline
+        parts = block.split(newline) if len(newline) == 1 else _split_aligned(block, newline)
+        terminated = parts[-1] == b""
+        if terminated:
+            parts.pop()
+        name = codec.name
+        cr = self.cr
+        last = len(parts) - 1
+        out: list[str] = []
+        index: list[int] = []
+        bad: dict[int, str] = {}
+        pos = 0
+        for i, raw in enumerate(parts):
+            start = pos
+            pos += len(raw) + len(newline)
+            if not keep_breaks and (i < last or terminated) and raw.endswith(cr):
+                raw = raw[: -len(cr)]
+            try:
+                line = raw.decode(name)
+            except UnicodeDecodeError as exc:
+                at = offset + start + exc.start
+                why = f"invalid {codec.shown()} at byte offset {at}: {exc.reason}"
+                fallback = self._fallback(raw, why, offset + start)
+                if fallback is None:  # strict, with bad records to skip
+                    if keep_breaks:  # the CSV reader skips the records this line is part of
+                        bad[i] = why
+                        fallback = raw.decode(name, "replace")
+                    else:
+                        reader._bad(block, offset, line_no, i, why)
+                        continue
+                line = fallback
+            out.append(line)
+            index.append(i)
+        self._counted_to = max(self._counted_to, offset + len(block))
+        return out, (index if len(index) != len(parts) else None), len(parts), bad
+
+    def _fallback(self, raw: bytes, why: str, at: int) -> str | None:
+        """A line that does not decode, decoded the way ``decode_errors`` says; None when
+        it is a bad record (strict, with bad records to skip)."""
+        mode = self.errors
+        if mode == STRICT:
+            if self.reader.skip_bad_records == 0:
+                raise BadRecordError(f"{self.reader.split.url}: {why}. {_convert_hint(self.codec)}")
+            return None
+        if at >= self._counted_to:
+            self.fallbacks += 1
+        if mode == "latin-1":
+            return raw.decode("latin-1")
+        try:
+            return raw.decode(self.codec.name, mode)
+        except UnicodeDecodeError as exc:  # surrogateescape stands for bytes >= 128 only
+            raise BadRecordError(
+                f"{self.reader.split.url}: {why}, and --decode-errors {mode} cannot decode it "
+                f"in {self.codec.label} ({exc.reason}): use --decode-errors replace"
+            ) from None
 
 
 class _CsvContinues(Exception):
@@ -580,7 +927,29 @@ def _line_start(block: bytes, k: int, lines: int) -> int:
     return pos + 1
 
 
+def _nth_line_start(data: bytes, k: int, newline: bytes) -> int:
+    """Where line ``k`` of ``data`` starts (``len(data)`` past its last line)."""
+    if len(newline) == 1:
+        pos = 0
+        for _ in range(k):
+            pos = data.find(newline, pos) + 1
+            if pos == 0:
+                return len(data)
+        return pos
+    parts = _split_aligned(data, newline)
+    return min(len(data), sum(len(part) + len(newline) for part in parts[:k]))
+
+
 # --------------------------------------------------------------------------- readers
+
+
+def _bytes_chunk(block: bytes, offset: int, line_no: int | None) -> Chunk:
+    """The ``bytes`` format: each line as it is, without its ``\\n`` (or ``\\r\\n``)."""
+    data = block.replace(b"\r\n", b"\n") if b"\r" in block else block
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return Chunk(lines, block, offset, line_no)
 
 
 @dataclass
@@ -593,48 +962,92 @@ class SplitReader:
     skip_bad_records: int = 0
     bad_records: int = 0
     bad_examples: list[str] = field(default_factory=list)
+    scratch_dir: str | None = None  # where a raw split's remote file is downloaded
+    undecodable_lines: int = 0  # lines decoded with the fallback of decode_errors
+    _newline: bytes = field(default=b"\n", repr=False)
+    _first_offset: int = field(default=0, repr=False)  # where the file's first line starts
 
     def chunks(self) -> Iterator[Chunk]:
         split = self.split
         if split.format == INTERNAL:
             yield from self._internal_chunks()
             return
+        if split.format == RAW:
+            yield from self._raw_chunks()
+            return
+        decoder: _Decoder | None = None
+        codec: LineCodec | None = None
+        if split.format in DECODED_FORMATS:
+            codec = line_codec(split.encoding)
+            if codec.wide and split.start > 0:
+                return  # a UTF-16 or UTF-32 file is read whole, by the split at its start
+        elif split.format != BYTES:
+            raise ValueError(f"unknown input format {split.format!r}")
         raw: _CountingReader | None = None
         fh: Any
         if split.compression:
             raw = _CountingReader(self.store.open_read(split.url))
             fh = _open_decompressed(raw, split.compression, split.url)
             start, end = 0, 1 << 62
+        elif codec is not None and codec.wide:
+            fh = self.store.open_read(split.url)
+            start, end = 0, 1 << 62
         else:
             start, end = split.start, split.end
             fh = _Chained(self.store, split.url, max(start - 1, 0), end, split.file_size)
         line_no: int | None = 1 if start == 0 else None
-        csv_reader = _CsvSplitReader(self, line_no) if split.format == CSV else None
+        whole = start == 0 and end >= split.file_size
+        csv_reader = _CsvSplitReader(self, line_no, whole) if split.format == CSV else None
         compressed_before = 0
         unreported = 0  # bytes read for lines that are not in a chunk yet
         try:
-            for offset, block in line_blocks(fh, start, end, self.chunk_bytes):
+            if codec is not None and codec.wide:
+                head = _read_exact(fh, 4)
+                codec = line_codec(split.encoding, head)
+                self._newline = codec.newline
+                blocks = _wide_line_blocks(_Prefixed(head, fh), codec.newline, self.chunk_bytes)
+            else:
+                blocks = line_blocks(fh, start, end, self.chunk_bytes)
+            if codec is not None:
+                decoder = _Decoder(self, codec)
+                if csv_reader is not None:
+                    csv_reader.decoder = decoder
+            for offset, block in blocks:
                 if raw is not None:
                     # progress in compressed bytes, so it adds up to the file size
                     unreported += raw.count - compressed_before
                     compressed_before = raw.count
                 else:
                     unreported += len(block)
+                if offset == 0 and codec is not None:  # the start of the file
+                    _refuse_zip(block, split.url)
+                    if codec.bom and block.startswith(codec.bom):
+                        # a byte-order mark is not part of the first record
+                        block = block[len(codec.bom) :]
+                        offset = self._first_offset = len(codec.bom)
                 if csv_reader is not None:
                     chunk = csv_reader.chunk(block, offset)
                     if chunk is None:
                         continue  # the whole block is one unfinished record
-                else:
-                    lines = _split_lines(block, split.url, offset, split.compression)
-                    chunk = self._parse(lines, block, offset, line_no)
+                elif decoder is not None:
+                    lines, index, count = decoder.lines(block, offset, line_no)
+                    chunk = self._parse(lines, index, block, offset, line_no)
                     if line_no is not None:
-                        line_no += len(lines)
+                        line_no += count
+                else:
+                    chunk = _bytes_chunk(block, offset, line_no)
+                    if line_no is not None:
+                        line_no += len(chunk.records)
                 chunk.bytes_read = unreported
                 unreported = 0
+                if split.with_offset:
+                    chunk.records = chunk.with_offsets()
                 yield chunk
             last = csv_reader.finish() if csv_reader is not None else None
             if last is not None:
                 last.bytes_read = unreported
+                if split.with_offset:
+                    last.records = last.with_offsets()
                 yield last
         except (OSError, EOFError, zlib.error, zstandard.ZstdError, lzma.LZMAError) as exc:
             if split.compression and not isinstance(exc, FileNotFoundError):
@@ -644,21 +1057,33 @@ class SplitReader:
                 ) from None
             raise
         finally:
+            if decoder is not None:
+                self.undecodable_lines += decoder.fallbacks
             fh.close()
             if raw is not None:
                 raw.close()
 
-    def _parse(self, lines: list[str], block: bytes, offset: int, line_no: int | None) -> Chunk:
+    def _parse(
+        self,
+        lines: list[str],
+        given: list[int] | None,
+        block: bytes,
+        offset: int,
+        line_no: int | None,
+    ) -> Chunk:
+        """``lines`` of the block parsed; ``given``: the line of the block each one is,
+        when lines were skipped (else line ``i`` is ``lines[i]``)."""
         fmt = self.split.format
+        newline = self._newline
         if fmt == TEXT:
-            return Chunk(lines, block, offset, line_no)
+            return Chunk(lines, block, offset, line_no, given, newline=newline)
         if fmt != JSONL:
             raise ValueError(f"unknown input format {fmt!r}")
         records: list[Any] = []
         index: list[int] = []
-        skipped_any = False
+        skipped_any = given is not None
         loads = json_loads
-        for i, line in enumerate(lines):
+        for i, line in zip(range(len(lines)) if given is None else given, lines):
             if not line or line.isspace():
                 skipped_any = True
                 continue
@@ -669,7 +1094,36 @@ class SplitReader:
                 skipped_any = True
                 continue
             index.append(i)
-        return Chunk(records, block, offset, line_no, index if skipped_any else None)
+        line_index = index if skipped_any else None
+        return Chunk(records, block, offset, line_no, line_index, newline=newline)
+
+    def _raw_chunks(self) -> Iterator[Chunk]:
+        """One record, ``(local path, url)``: the file itself when it is local, else a
+        read-only copy in a directory of its own under the scratch directory, removed when
+        the record has been mapped. Compressed files are given as they are."""
+        split = self.split
+        if not is_remote(split.url):
+            chunk = Chunk([(local_path(split.url), split.url)], None, 0, None)
+            chunk.bytes_read = split.file_size
+            yield chunk
+            return
+        where = tempfile.mkdtemp(prefix="kubemr-raw-", dir=self.scratch_dir)
+        try:
+            path = os.path.join(where, posixpath.basename(split.url.rstrip("/")) or "input")
+            with self.store.open_read(split.url) as src, open(path, "wb") as dst:
+                shutil.copyfileobj(src, dst, 8 << 20)
+                got = dst.tell()
+            if got != split.file_size:
+                raise BadRecordError(
+                    f"{split.url}: downloaded {got} bytes, but the file had {split.file_size} "
+                    "when the job was planned: was it changed while the job ran?"
+                )
+            os.chmod(path, 0o444)
+            chunk = Chunk([(path, split.url)], None, 0, None)
+            chunk.bytes_read = got
+            yield chunk
+        finally:
+            shutil.rmtree(where, ignore_errors=True)
 
     def _bad(self, block: bytes, offset: int, line_no: int | None, i: int, why: str) -> None:
         where = self._where(block, offset, line_no, i)
@@ -685,7 +1139,8 @@ class SplitReader:
             self.bad_examples.append(f"{where}: {why}")
 
     def _where(self, block: bytes, offset: int, line_no: int | None, i: int) -> str:
-        return locate(self.store, self.split, Chunk([], block, offset, line_no), i)
+        chunk = Chunk([], block, offset, line_no, newline=self._newline)
+        return locate(self.store, self.split, chunk, i)
 
     def _internal_chunks(self) -> Iterator[Chunk]:
         with self.store.open_read(self.split.url) as fh:
@@ -711,11 +1166,13 @@ class _CsvSplitReader:
         "arbitrary bytes; pass --split-size 0 (one task per file)"
     )
 
-    def __init__(self, reader: SplitReader, line_no: int | None) -> None:
+    def __init__(self, reader: SplitReader, line_no: int | None, whole: bool) -> None:
         split = reader.split
         self._reader = reader
         self._split = split
-        self._whole = bool(split.compression) or (split.start == 0 and split.end >= split.file_size)
+        self._whole = whole
+        self.decoder: _Decoder | None = None
+        self._bad_lines: dict[int, str] = {}  # lines of the block that did not decode
         self._header = split.header or []
         self._line_no = line_no
         self._carry: list[bytes] = []  # a record that goes on in the next block, and more
@@ -747,14 +1204,22 @@ class _CsvSplitReader:
     def _parse(self, block: bytes, offset: int, final: bool) -> Chunk | None:
         reader = self._reader
         line_no = self._line_no
-        text = _decode(block, self._split.url, offset, self._split.compression)
+        assert self.decoder is not None
+        text, bad = self.decoder.text(block, offset, line_no)
+        self._bad_lines = bad
         quick = self._quick(text, offset)
         if quick is not None:
             records, index, lines = quick
+            if bad:  # the records on lines that did not decode are bad records
+                kept = [(rec, i) for rec, i in zip(records, index) if i not in bad]
+                for i in sorted(set(index) & bad.keys()):
+                    reader._bad(block, offset, line_no, i, bad[i])
+                records = [rec for rec, _ in kept]
+                index = [i for _, i in kept]
             if self._line_no is not None:
                 self._line_no += lines
             line_index = index if index and index[-1] != len(index) - 1 else None
-            return Chunk(records, block, offset, line_no, line_index)
+            return Chunk(records, block, offset, line_no, line_index, newline=reader._newline)
         parsed = _csv_rows(text)
         unfinished = parsed.unfinished
         if unfinished < parsed.lines and self._whole:
@@ -765,7 +1230,11 @@ class _CsvSplitReader:
                     f"end of the file ({parsed.lines - unfinished} lines on); fix the file (a "
                     "stray or missing quote?)"
                 )
-            cut = _line_start(block, unfinished, parsed.lines)
+            newline = reader._newline
+            if len(newline) == 1:
+                cut = _line_start(block, unfinished, parsed.lines)
+            else:
+                cut = _nth_line_start(block, unfinished, newline)
             self._carry = [block[cut:]]
             self._carry_size = self._tried = len(block) - cut
             self._carry_offset = offset + cut
@@ -782,7 +1251,7 @@ class _CsvSplitReader:
         if self._line_no is not None:
             self._line_no += unfinished
         line_index = index if index and index[-1] != len(index) - 1 else None
-        return Chunk(records, block, offset, line_no, line_index)
+        return Chunk(records, block, offset, line_no, line_index, newline=reader._newline)
 
     def _quick(self, text: str, offset: int) -> tuple[list[dict[str, str]], list[int], int] | None:
         """The records, their lines and the line count, when every record is on one line
@@ -803,7 +1272,7 @@ class _CsvSplitReader:
                 if reader.line_num != i + 1:
                     return None  # a record spanning lines
                 if len(row) == width:
-                    if i or offset:  # not the header
+                    if i or offset != self._reader._first_offset:  # not the header
                         records.append(dict(zip(header, row)))
                         index.append(i)
                 elif row:
@@ -829,6 +1298,11 @@ class _CsvSplitReader:
         if count > 1 and not self._whole:
             where = reader._where(block, offset, line_no, first)
             raise BadRecordError(f"{where}: {self.SPANS}")
+        bad = self._bad_lines
+        undecoded = [bad[j] for j in range(first, first + count) if j in bad]
+        if undecoded:
+            reader._bad(block, offset, line_no, first, undecoded[0])
+            return
         if isinstance(row, csv.Error):
             if count > 1:
                 # where the next record starts is unknown: the error stops the reader
@@ -841,7 +1315,7 @@ class _CsvSplitReader:
             if why.startswith("new-line character seen in unquoted field"):
                 why = "a carriage return (\\r) in an unquoted field; quote the field"
             reader._bad(block, offset, line_no, first, f"malformed CSV record: {why}")
-        elif not row or (offset == 0 and first == 0):
+        elif not row or (offset == reader._first_offset and first == 0):
             return  # a blank line, or the header itself
         elif len(row) != len(self._header):
             hint = (
@@ -858,6 +1332,8 @@ class _CsvSplitReader:
 
 def locate(store: ObjectStore, split: Split, chunk: Chunk, i: int) -> str:
     """``file:line (byte offset N)`` for record ``i`` of a chunk."""
+    if split.format == RAW:
+        return f"{split.url} (the whole file, read raw)"
     if chunk.data is None:
         return f"{split.url} (a record of a previous step's output)"
     offset = chunk.offset_of(i)
@@ -879,27 +1355,39 @@ def count_lines_before(store: ObjectStore, url: str, offset: int) -> int:
             count += data.count(b"\n")
 
 
-def read_csv_header(store: ObjectStore, url: str, compression: str | None) -> list[str]:
+def read_csv_header(
+    store: ObjectStore, url: str, compression: str | None, encoding: str = UTF8
+) -> list[str]:
     """The column names from a CSV file's first record (usually its first line)."""
     raw = _CountingReader(store.open_read(url))
     fh = _open_decompressed(raw, compression, url) if compression else raw
     try:
         data = b""
         rows: list[CsvRow] = []
+        codec: LineCodec | None = None
+        done = 0  # bytes of whole lines already looked at
         while True:
             more = fh.read(1 << 16)
             data += more
-            if more and b"\n" not in more:
+            if codec is None:
+                if more and len(data) < 4:
+                    continue
+                codec = line_codec(encoding, data[:4])
+            end = _last_aligned_end(data, codec.newline) if more else len(data)
+            if more and end <= done:
                 continue
-            whole = data if not more else data[: data.rfind(b"\n") + 1]
-            if whole:
-                # Where the first record ends, without failing on a later line that is
-                # not UTF-8 (a replacement character is no quote or line break); then
+            done = end
+            whole = data[:end]
+            body = whole[len(codec.bom) :] if codec.bom and whole.startswith(codec.bom) else whole
+            if body:
+                # Where the first record ends, without failing on a later line that does
+                # not decode (a replacement character is no quote or line break); then
                 # that record alone, decoded strictly.
-                found = _csv_rows(whole.decode("utf-8", "replace"))
+                found = _csv_rows(body.decode(codec.name, "replace"))
                 if found.rows:
-                    first = whole[: _line_start(whole, found.ends[0], found.lines)]
-                    rows = _csv_rows(_decode(first, url, 0, compression)).rows
+                    ends = _nth_line_start(body, found.ends[0], codec.newline)
+                    first = whole[: len(whole) - len(body) + ends]
+                    rows = _csv_rows(_decode(first, url, 0, codec)).rows
             if rows or not more:
                 break
     finally:

@@ -13,7 +13,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kubemr.errors import VersionSkew
-from kubemr.formats import DEFAULT_CHUNK_BYTES, INTERNAL, Split
+from kubemr.formats import (
+    DECODED_FORMATS,
+    DEFAULT_CHUNK_BYTES,
+    INTERNAL,
+    RAW,
+    STRICT,
+    UTF8,
+    Split,
+    reads_whole_files,
+)
 from kubemr.storage import ObjectInfo, join
 
 MIN_AUTO_SPLIT = 4 << 20
@@ -48,25 +57,43 @@ def make_splits(
     fmt: str,
     compression_of: Any,
     headers: dict[str, list[str]] | None = None,
+    *,
+    encoding: str = UTF8,
+    decode_errors: str = STRICT,
+    with_offset: bool = False,
 ) -> list[Split]:
     """Cut files into splits of about ``split_size`` bytes (0: one split per file).
 
-    Empty files produce no split; compressed files are one split each.
+    Empty files produce no split, except in the ``raw`` format, which gives every file
+    whole, as it is (not decompressed). Compressed files, and files in UTF-16 or UTF-32,
+    are one split each. ``encoding``, ``decode_errors`` and ``with_offset`` say how the
+    text formats are read (see :mod:`kubemr.formats`).
     """
+    if fmt == RAW:
+        return [Split(f.url, 0, f.size, f.size, RAW) for f in files]
+    reading: dict[str, Any] = {}
+    whole_files = False
+    if fmt in DECODED_FORMATS:
+        reading = {"encoding": encoding, "decode_errors": decode_errors}
+        whole_files = reads_whole_files(encoding)
+    if with_offset:
+        reading["with_offset"] = True
     splits: list[Split] = []
     for info in files:
         if info.size == 0:
             continue
         compression = compression_of(info.url)
         header = (headers or {}).get(info.url)
-        if compression or split_size <= 0 or info.size <= split_size:
-            splits.append(Split(info.url, 0, info.size, info.size, fmt, compression, header))
+        if compression or whole_files or split_size <= 0 or info.size <= split_size:
+            splits.append(
+                Split(info.url, 0, info.size, info.size, fmt, compression, header, **reading)
+            )
             continue
         count = math.ceil(info.size / split_size)
         step = math.ceil(info.size / count)
         for start in range(0, info.size, step):
             end = min(start + step, info.size)
-            splits.append(Split(info.url, start, end, info.size, fmt, None, header))
+            splits.append(Split(info.url, start, end, info.size, fmt, None, header, **reading))
     return splits
 
 
@@ -104,6 +131,8 @@ class Plan:
     s3_endpoint: str | None = None
     created: str = ""
     params: dict[str, str] = field(default_factory=dict)  # the job's --param values
+    encoding: str = UTF8  # how the first step's text inputs are decoded (--encoding)
+    decode_errors: str = STRICT  # a line that does not decode (--decode-errors)
     extra: dict[str, Any] = field(default_factory=dict)
     format: int = PLAN_FORMAT
 

@@ -35,6 +35,8 @@ from pydantic import (
     GetJsonSchemaHandler,
     PlainSerializer,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -42,7 +44,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from kubemr.errors import OptionError
-from kubemr.formats import DEFAULT_CHUNK_BYTES
+from kubemr.formats import DEFAULT_CHUNK_BYTES, UTF8, check_encoding, reads_whole_files
 from kubemr.sizes import _UNITS, parse_size
 
 
@@ -103,7 +105,22 @@ MAX_LABEL_KEY = 317
 MAX_LABEL_VALUE = 63
 MAX_IMAGE = 1024
 MAX_QUANTITY = 64
+MAX_ENCODING = 64
+"""A text encoding's name (Python's codec names are short: ``utf-8``, ``cp1252``)."""
+ENCODING_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:+-]*$"
+STDIN = "-"
+"""The input that stands for standard input (``kubemr run -i -``)."""
 MAX_RESOURCES = 16
+MAX_JOB_FILES = 32
+"""Files shipped with a job (``FILES``, ``--file``, file options)."""
+MAX_JOB_FILE_NAME = 128
+MAX_JOB_FILE_BYTES = 512 << 20
+"""A shipped file is downloaded by every worker pod that reads it: larger data is an input."""
+MAX_JOB_FILES_BYTES = 2 << 30
+"""All the files shipped with one job, together."""
+JOB_FILE_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._+-]*$"
+"""A shipped file's name: a plain file name (no directory, no leading dot), the same on
+every system."""
 FORBIDDEN_ANNOTATION_PREFIXES = (
     "container.apparmor.security.beta.kubernetes.io/",
     "seccomp.security.alpha.kubernetes.io/",
@@ -112,7 +129,8 @@ FORBIDDEN_ANNOTATION_PREFIXES = (
 """Annotations that would set a worker's AppArmor or seccomp profile (``unconfined``)
 apart from the pod's own securityContext: refused, so the hardening stays whole."""
 
-InputFormat = Literal["text", "jsonl", "csv"]
+InputFormat = Literal["text", "jsonl", "csv", "bytes", "raw"]
+DecodeErrors = Literal["strict", "replace", "surrogateescape", "latin-1"]
 OutputFormat = Literal["jsonl", "tsv", "text", "json-value", "raw-value"]
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 Phase = Literal["Pending", "Planning", "Running", "Suspended", "Succeeded", "Failed"]
@@ -352,6 +370,21 @@ def _pruned_value(value: Any, data: Any) -> Any:
 # -- the settings of every run ---------------------------------------------------------------
 
 
+def _text_encoding(name: str) -> str:
+    check_encoding(name)  # a ValueError says why kubemr cannot read lines in it
+    return name
+
+
+def _no_stdin(inputs: list[str]) -> list[str]:
+    if STDIN in inputs:
+        raise ValueError(
+            "standard input (-i -) is read by kubemr run only, which copies it to its work "
+            "dir: a job on Kubernetes reads its inputs from storage; upload the data and "
+            "name it (e.g. s3://bucket/in.txt)"
+        )
+    return inputs
+
+
 class JobOptions(_Model):
     """The settings a run on this machine and a run on Kubernetes share."""
 
@@ -398,7 +431,23 @@ class JobOptions(_Model):
         0,
         ge=0,
         strict=True,
-        description="Skip and count up to this many malformed JSON/CSV records.",
+        description="Skip and count up to this many malformed JSON/CSV records, or lines "
+        "that do not decode in the encoding.",
+    )
+    encoding: Annotated[
+        str,
+        Field(min_length=1, max_length=MAX_ENCODING, pattern=ENCODING_PATTERN),
+        AfterValidator(_text_encoding),
+    ] = Field(
+        UTF8,
+        description="Text encoding of the inputs: a Python codec (utf-8, latin-1, cp1252, "
+        "shift_jis, utf-16, ...); UTF-16 and UTF-32 files are read whole, a task each.",
+    )
+    decode_errors: DecodeErrors = Field(
+        "strict",
+        description="A line not valid in the encoding: strict fails the task naming file "
+        "and byte offset (a bad record with --skip-bad-records); replace, surrogateescape "
+        "or latin-1 decode it so and count it (counter map_input_undecodable_lines).",
     )
     params: dict[str, str] = Field(
         default_factory=dict,
@@ -407,6 +456,17 @@ class JobOptions(_Model):
     overwrite: bool = Field(
         False, description="Replace the contents of a non-empty output directory."
     )
+
+    @field_validator("decode_errors")
+    @classmethod
+    def _escapable(cls, value: str, info: ValidationInfo) -> str:
+        encoding = info.data.get("encoding")
+        if value == "surrogateescape" and encoding and reads_whole_files(encoding):
+            raise ValueError(
+                f"surrogateescape stands for single bytes that do not decode, which "
+                f"{encoding} does not have: use replace or latin-1"
+            )
+        return value
 
 
 class LocalOptions(JobOptions):
@@ -435,6 +495,12 @@ class LocalOptions(JobOptions):
     extra: dict[str, Any] = Field(
         default_factory=dict, description="Settings for experiments, stored in the plan."
     )
+    files: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list,
+        max_length=MAX_JOB_FILES,
+        description="A local file shipped with the job, read in every task as "
+        "self.files[NAME] (PATH, or PATH#NAME to rename it); repeatable.",
+    )
 
 
 # -- the MapReduceJob resource: spec ---------------------------------------------------------
@@ -452,6 +518,36 @@ class PickledJob(_Model):
         description="SHA-256 of the blob (64 lowercase hex digits), checked before the worker "
         "unpickles it.",
     )
+
+
+class JobFile(_Model):
+    """A file shipped with the job, in storage, content-addressed."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=MAX_JOB_FILE_NAME,
+        pattern=JOB_FILE_NAME_PATTERN,
+        description="The name tasks read it by (self.files[NAME]): a plain file name.",
+    )
+    url: str = Field(
+        min_length=1, max_length=MAX_URL, description="Storage URL of the file's content."
+    )
+    sha256: str = Field(
+        max_length=64,
+        pattern=_SHA256,
+        description="SHA-256 of the content (64 lowercase hex digits), checked by every "
+        "worker that downloads it.",
+    )
+
+
+def _unique_file_names(files: list[JobFile] | None) -> list[JobFile] | None:
+    names = [f.name for f in files or ()]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(
+            f"two files are named {twice[0]}: each shipped file needs a name of its own"
+        )
+    return files
 
 
 class JobCode(_Model):
@@ -498,6 +594,18 @@ class JobCode(_Model):
         max_length=MAX_PARAM_KEY,
         pattern=rf"^{_IDENTIFIER}$",
         description="The job class in source (default: the one MapReduce subclass defined).",
+    )
+    files: Annotated[list[JobFile] | None, AfterValidator(_unique_file_names)] = Field(
+        None,
+        max_length=MAX_JOB_FILES,
+        description="Files shipped with the job (a stop-word list, a model), downloaded by "
+        "each worker that reads one and checked against its sha256.",
+        json_schema_extra=_rules(
+            (
+                "self.all(f, self.exists_one(g, g.name == f.name))",
+                "each shipped file needs a name of its own",
+            )
+        ),
     )
 
     @model_validator(mode="after")
@@ -548,8 +656,8 @@ class WorkerRange(_Model):
         2,
         ge=1,
         strict=True,
-        description="Pods asked for beyond those ready, so that a wave never queues more pods "
-        "than the cluster is starting (at least 1: a wave grows only by asking).",
+        description="Pods asked for beyond those placed on a node: at most this many of a "
+        "wave's pods wait for a node at once (at least 1: a wave grows only by asking).",
     )
 
     @model_validator(mode="after")
@@ -870,11 +978,17 @@ class MapReduceJobSpec(JobOptions):
     inputs: Annotated[
         list[Annotated[str, Field(min_length=1, max_length=MAX_URL)]],
         Field(max_length=MAX_INPUTS),
+        AfterValidator(_no_stdin),
     ] = Field(
         min_length=1,
         description=JobOptions.model_fields["inputs"].description,
         json_schema_extra=_rules(
-            ("size(self) >= 1", "give at least one input: a URI, a directory or a glob")
+            ("size(self) >= 1", "give at least one input: a URI, a directory or a glob"),
+            (
+                f"self.all(i, i != '{STDIN}')",
+                "standard input (-i -) is read by kubemr run only: upload the data to "
+                "storage and name it",
+            ),
         ),
     )
     output: str = Field(

@@ -10,6 +10,7 @@ attempts, so a retried or duplicated attempt is never counted twice.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import io
 import itertools
@@ -25,14 +26,25 @@ from operator import itemgetter
 from typing import Any
 
 from kubemr import commit
-from kubemr.errors import BadRecordError, CarriesFailure, Interrupted, TaskFailure, VersionSkew
+from kubemr.errors import (
+    BadRecordError,
+    CarriesFailure,
+    CodeIntegrityError,
+    Interrupted,
+    TaskFailure,
+    VersionSkew,
+)
 from kubemr.formats import (
     INTERNAL,
+    RAW,
+    STRICT,
+    UNDECODABLE_LINES,
     Split,
     SplitReader,
     encode_block,
     iter_blocks,
     locate,
+    set_map_input,
 )
 from kubemr.job import Aggregate, MapReduce, MRStep, job_steps
 from kubemr.keys import (
@@ -67,7 +79,14 @@ from kubemr.shuffle import (
     table_key,
     yields_only_pairs,
 )
-from kubemr.storage import StorageOptions, all_stats, read_bytes, store_for, write_bytes
+from kubemr.storage import (
+    StorageError,
+    StorageOptions,
+    all_stats,
+    read_bytes,
+    store_for,
+    write_bytes,
+)
 from kubemr.versions import load_job_code
 
 ProgressFn = Callable[[int, int], None]  # (bytes, records) since the last call
@@ -134,6 +153,7 @@ def run_task(
         name = task_name(step, len(plan.steps), wave, index)
         job = job_cls()
         job.params = dict(plan.params)
+        set_map_input(job, None)  # no input file, until a first-step map task sets its own
         step_fns = job_steps(job)[step]
         runner = _MapTask if wave == MAP else _ReduceTask
         task = runner(plan, options, job, step_fns, step, index, attempt, progress, spill_dir)
@@ -193,14 +213,20 @@ def stats_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]
 def _failure(name: str, attempt: str, exc: BaseException) -> TaskFailure:
     if isinstance(exc, UserCodeFailure):
         cause = exc.cause
+        if isinstance(cause, CodeIntegrityError):  # a shipped file changed: retrying cannot help
+            return TaskFailure(name, attempt, "code-integrity", str(exc))
         if not exc.raised:  # found in what user code produced: no traceback to show
             return TaskFailure(name, attempt, "user-code", str(exc))
         tb = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))
         return TaskFailure(name, attempt, "user-code", str(exc), _user_frames(tb))
     if isinstance(exc, BadRecordError):
         return TaskFailure(name, attempt, "bad-record", str(exc))
+    if isinstance(exc, CodeIntegrityError):
+        return TaskFailure(name, attempt, "code-integrity", str(exc))
     if isinstance(exc, VersionSkew):
         return TaskFailure(name, attempt, "version-skew", str(exc))
+    if isinstance(exc, StorageError):  # unreachable, no bucket: its message says what to do
+        return TaskFailure(name, attempt, "storage", str(exc))
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return TaskFailure(name, attempt, "infrastructure", f"{type(exc).__name__}: {exc}", tb)
 
@@ -300,14 +326,14 @@ class _MapTask(_TaskBase):
         plan = self.plan
         if self.step == 0:
             splits = read_json(plan.splits_url(self.step), self.options)
-            split = Split.from_json(splits[self.index])
+            split = self._with_offsets(Split.from_json(splits[self.index]))
         else:
             # A later step reads the chosen output of its task in the wave before.
             before = commit.previous_output(plan, self.step, self.index, self.options)
             size = before.output_bytes
             split = Split(before.output_url, 0, size, size, INTERNAL)
-        store = store_for(split.url, self.options)
-        reader = SplitReader(store, split, plan.chunk_bytes, plan.skip_bad_records)
+        set_map_input(self.job, split)  # before setup: mapper_init may read it
+        reader = self._reader(split)
         _call_hook("setup", lambda: f"map task on {split.describe()}", self.job.setup)
         problem: Exception | None = None
         try:
@@ -321,9 +347,26 @@ class _MapTask(_TaskBase):
             raise self._locate_in_split(problem, split)
         _call_hook("teardown", lambda: f"map task on {split.describe()}", self.job.teardown)
         self.counters["map_bad_records_skipped"] = reader.bad_records
+        if split.decode_errors != STRICT:
+            self.counters[UNDECODABLE_LINES] = reader.undecodable_lines
         result.counters = self.all_counters()
         result.bad_records = list(reader.bad_examples)
         return result
+
+    def _with_offsets(self, split: Split) -> Split:
+        """The split read as ``(offset, record)`` when the job asks for it
+        (``INPUT_WITH_OFFSET``); a raw split's one record is a whole file."""
+        wanted = bool(getattr(type(self.job), "INPUT_WITH_OFFSET", False))
+        if wanted and not split.with_offset and split.format != RAW:
+            return dataclasses.replace(split, with_offset=True)
+        return split
+
+    def _reader(self, split: Split) -> SplitReader:
+        plan = self.plan
+        store = store_for(split.url, self.options)
+        return SplitReader(
+            store, split, plan.chunk_bytes, plan.skip_bad_records, scratch_dir=self.spill_dir
+        )
 
     def _records(self, reader: SplitReader) -> Iterator[Any]:
         """Chunks, with input counters and progress updated as they are read."""
@@ -382,9 +425,7 @@ class _MapTask(_TaskBase):
         and running the mapper record by record: a bad pair or a NaN key is only seen
         when the task's buffer is sorted, long after the record. A rare path, taken only
         by a task that fails anyway."""
-        plan = self.plan
-        store = store_for(split.url, self.options)
-        reader = SplitReader(store, split, plan.chunk_bytes, plan.skip_bad_records)
+        reader = self._reader(split)
         try:
             found = self._find_bad_record(reader.chunks(), split, reader, fold_values=False)
         except Exception:

@@ -547,7 +547,7 @@ def test_crd_schema_keeps_descriptions_defaults_and_constraints() -> None:
         "minimum": 1,
     }
     assert props["reducers"]["nullable"] is True and props["reducers"]["minimum"] == 0
-    assert props["inputFormat"]["enum"] == ["text", "jsonl", "csv"]
+    assert props["inputFormat"]["enum"] == ["text", "jsonl", "csv", "bytes", "raw"]
     assert props["memory"]["x-kubernetes-int-or-string"] is True
     assert props["memory"]["minimum"] == 64 << 10
     assert props["workers"]["default"] == {"min": 0, "max": 8, "maxPending": 2}
