@@ -12,7 +12,6 @@ import gzip
 import io
 import json
 import os
-import textwrap
 from collections import Counter
 from pathlib import Path
 from typing import Any, get_args
@@ -20,7 +19,6 @@ from typing import Any, get_args
 import pytest
 from typer.testing import CliRunner
 
-import kubemr
 from kubemr import spec
 from kubemr.cli import app
 from kubemr.crd import crd_manifest
@@ -36,26 +34,8 @@ from kubemr.formats import (
     check_encoding,
     read_csv_header,
 )
-from kubemr.loader import load_job_class
 from kubemr.storage.local import LocalStore
-
-
-def job_file(tmp_path: Path, source: str, name: str = "job.py") -> str:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(source))
-    return str(path)
-
-
-def run_file(path: str, **options: Any) -> dict:
-    return kubemr.run(load_job_class(path), **options)
-
-
-def read_pairs(out: Path) -> list:
-    return [
-        json.loads(line)
-        for part in sorted(out.glob("part-*"))
-        for line in part.read_text().splitlines()
-    ]
+from tests.jobfiles import job_file, read_pairs, run_file
 
 
 def raw_lines(data: bytes) -> list[bytes]:

@@ -7,35 +7,24 @@ from __future__ import annotations
 import heapq
 import json
 import os
-import textwrap
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-import kubemr
 from kubemr.cli import app
 from kubemr.errors import JobDefinitionError, JobFailed
 from kubemr.loader import load_job_class
 from kubemr.runner import run_job
 from kubemr.spec import LocalOptions
+from tests.jobfiles import job_file, run_file
 
 LINES = [
     f"line {i} the quick brown fox {'jumps ' * (i % 4)}over the lazy dog {i % 7}"
     for i in range(120)
 ] + ["", "café naïve  spaces\tand tab", "the end"]
 TEXT = "\n".join(LINES) + "\n"
-
-
-def job_file(tmp_path: Path, source: str, name: str = "job.py") -> str:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(source))
-    return str(path)
-
-
-def run_file(path: str, **options) -> dict:
-    return kubemr.run(load_job_class(path), **options)
 
 
 def text_input(tmp_path: Path) -> str:

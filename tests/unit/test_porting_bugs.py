@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from collections import defaultdict
 from pathlib import Path
 
@@ -20,19 +19,9 @@ from kubemr.cluster.jobcode import pickle_job, upload
 from kubemr.errors import JobFailed
 from kubemr.loader import load_job_class
 from kubemr.storage import StorageOptions
+from tests.jobfiles import job_file, read_pairs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def job_file(tmp_path: Path, source: str, name: str = "job.py") -> str:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(source))
-    return str(path)
-
-
-def read_pairs(out: Path) -> list:
-    names = sorted(n for n in os.listdir(out) if n.startswith("part-"))
-    return [json.loads(line) for n in names for line in (out / n).read_text().splitlines()]
 
 
 # -- (a) SORT_VALUES = True with steps() ---------------------------------------------------------

@@ -7,38 +7,16 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import random
-import textwrap
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
-import kubemr
 from kubemr.cli import app
 from kubemr.errors import InputError, JobDefinitionError, JobFailed
-from kubemr.loader import load_job_class
-
-
-def job_file(tmp_path: Path, source: str, name: str = "job.py") -> str:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(source))
-    return str(path)
-
-
-def run_file(path: str, **options: Any) -> dict:
-    return kubemr.run(load_job_class(path), **options)
-
-
-def read_pairs(out: Path) -> list:
-    return [
-        json.loads(line)
-        for part in sorted(out.glob("part-*"))
-        for line in part.read_text().splitlines()
-    ]
+from tests.jobfiles import job_file, read_pairs, run_file
 
 
 @pytest.fixture

@@ -12,37 +12,17 @@ import gzip
 import io
 import json
 import os
-import textwrap
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import kubemr
 from kubemr.errors import JobFailed
 from kubemr.formats import BYTES, CSV, JSONL, TEXT, compression_of
-from kubemr.loader import load_job_class
 from kubemr.plan import make_splits
 from kubemr.storage import ObjectInfo
-
-
-def job_file(tmp_path: Path, source: str, name: str = "job.py") -> str:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(source))
-    return str(path)
-
-
-def run_file(path: str, **options: Any) -> dict:
-    return kubemr.run(load_job_class(path), **options)
-
-
-def read_pairs(out: Path) -> list:
-    return [
-        json.loads(line)
-        for part in sorted(out.glob("part-*"))
-        for line in part.read_text().splitlines()
-    ]
+from tests.jobfiles import job_file, read_pairs, run_file
 
 
 def lines_text(n: int, seed: int) -> str:
