@@ -53,6 +53,19 @@ def slowed(source: str, seconds_per_record: float) -> str:
     )
 
 
+def announcing(source: str, directory: str) -> str:
+    """``source`` with a mapper that first touches ``directory/<host name>``: a pod's host
+    name is its name, so a test can wait until a given pod is inside the mapper (its
+    worker set up, its log being kept) before it strikes."""
+    return source.replace(
+        "    def mapper(self, line):\n",
+        "    def mapper(self, line):\n"
+        "        import os, socket\n"
+        "        host = os.environ.get('HOSTNAME') or socket.gethostname()\n"
+        f"        open(os.path.join({directory!r}, host), 'a').close()\n",
+    )
+
+
 def word_lines(n: int) -> list[str]:
     """``n`` lines of words with skewed, checkable counts."""
     return [f"{'abcdefg'[i % 7]}x shared {'hij'[i % 3]}y w{i % 11}" for i in range(n)]

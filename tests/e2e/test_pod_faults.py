@@ -26,7 +26,15 @@ from kubernetes import client, watch
 from kubemr.executors.k8s.manifests import LABEL_JOB, LABEL_STAGE
 from kubemr.planning import PREFLIGHT_RECORDS
 from tests.e2e import support
-from tests.e2e.datajobs import WORDCOUNT, Digest, real_job, slowed, word_counts, word_lines
+from tests.e2e.datajobs import (
+    WORDCOUNT,
+    Digest,
+    announcing,
+    real_job,
+    slowed,
+    word_counts,
+    word_lines,
+)
 from tests.e2e.support import Cluster, ControllerProcess, Obj, kubectl, wait_for
 
 RUNS = int(os.environ.get("KUBEMR_FAULT_RUNS", "1"))
@@ -138,6 +146,17 @@ def running_map_pods(cluster: Cluster, name: str) -> Callable[[], list[Any]]:
     return check
 
 
+def in_its_mapper(cluster: Cluster, name: str, started: Any) -> Callable[[], Any]:
+    """A check for :func:`wait_for`: a running map pod of the job whose mapper has begun
+    (it touched ``started/<pod name>``, see :func:`datajobs.announcing`)."""
+
+    def check() -> Any:
+        pods = running_map_pods(cluster, name)()
+        return next((p for p in pods if (started / p.metadata.name).exists()), None)
+
+    return check
+
+
 def terminated(pod: Any) -> Any:
     statuses = pod.status.container_statuses or []
     return statuses[0].state.terminated if statuses else None
@@ -193,14 +212,15 @@ def test_evicted_map_pod_is_not_a_failed_attempt(
     lines = word_lines(48)
     for run in range(RUNS):
         name, work = f"evict-{run}", tmp_path / f"run-{run}"
-        work.mkdir()
-        body = real_job(
-            name, work, SLOW_WORDCOUNT, lines, splitSize=512, maxAttempts=1, workers={"max": 2}
-        )
+        started = work / "started"
+        started.mkdir(parents=True)
+        source = announcing(SLOW_WORDCOUNT, str(started))
+        body = real_job(name, work, source, lines, splitSize=512, maxAttempts=1, workers={"max": 2})
         with watching(cluster, name) as history:
             cluster.create(body)
-            victim = wait_for("a running map pod", running_map_pods(cluster, name), 120)[0]
-            time.sleep(1.5)  # inside the mapper: the task is half done
+            in_mapper = in_its_mapper(cluster, name, started)
+            victim = wait_for("a map pod inside its mapper", in_mapper, 180)
+            time.sleep(1.0)  # the task is under way
             cluster.core.create_namespaced_pod_eviction(
                 victim.metadata.name,
                 cluster.ns,
