@@ -54,9 +54,9 @@ def slowed(source: str, seconds_per_record: float) -> str:
 
 
 def announcing(source: str, directory: str) -> str:
-    """``source`` with a mapper that first touches ``directory/<host name>``: a pod's host
-    name is its name, so a test can wait until a given pod is inside the mapper (its
-    worker set up, its log being kept) before it strikes."""
+    """``source`` with a mapper that first touches ``directory/<host name>`` (a pod's host
+    name; ``<job>-<index>`` for an Indexed Job's pods), so a test can wait until a given
+    pod is inside the mapper (its worker set up, its log being kept) before it strikes."""
     return source.replace(
         "    def mapper(self, line):\n",
         "    def mapper(self, line):\n"

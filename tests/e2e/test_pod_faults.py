@@ -148,13 +148,18 @@ def running_map_pods(cluster: Cluster, name: str) -> Callable[[], list[Any]]:
 
 def in_its_mapper(cluster: Cluster, name: str, started: Any) -> Callable[[], Any]:
     """A check for :func:`wait_for`: a running map pod of the job whose mapper has begun
-    (it touched ``started/<pod name>``, see :func:`datajobs.announcing`)."""
+    (it touched ``started/<host name>``, see :func:`datajobs.announcing`)."""
 
     def check() -> Any:
         pods = running_map_pods(cluster, name)()
-        return next((p for p in pods if (started / p.metadata.name).exists()), None)
+        return next((p for p in pods if (started / host_name(p)).exists()), None)
 
     return check
+
+
+def host_name(pod: Any) -> str:
+    """The host name a pod's processes see: an Indexed Job names it ``<job>-<index>``."""
+    return str(pod.spec.hostname or pod.metadata.name)
 
 
 def terminated(pod: Any) -> Any:
