@@ -8,8 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from kubemr.coordinator import StepShape, job_stages
 from kubemr.errors import InputError
 from kubemr.loader import load_job_class
 from kubemr.termination import EXIT_BAD_INPUT
+from tests.jobfiles import run_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -238,23 +237,7 @@ def test_help_lists_the_files_a_job_ships(tmp_path) -> None:
 
 
 def worker(tmp_path: Path, stage: str, index: int = 0, env: dict | None = None):
-    message = tmp_path / f"termination-{stage}-{index}"
-    proc = subprocess.run(
-        [sys.executable, "-m", "kubemr", "worker", "--work", str(tmp_path / "work"),
-         "--stage", stage],
-        env={
-            **os.environ,
-            "PYTHONPATH": str(ROOT / "src"),
-            "JOB_COMPLETION_INDEX": str(index),
-            "KUBEMR_POD_NAME": f"ns-{stage}-{index}-pod",
-            "KUBEMR_TERMINATION_LOG": str(message),
-            **(env or {}),
-        },
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )  # fmt: skip
-    return proc.returncode, json.loads(message.read_text()), proc.stderr
+    return run_worker(tmp_path, stage, index, env, pod="ns")
 
 
 def plan_input(tmp_path: Path, job: dict, params: dict | None = None) -> dict:

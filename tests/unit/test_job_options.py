@@ -23,6 +23,7 @@ from kubemr.errors import KubemrError, OptionError
 from kubemr.loader import load_job_class
 from kubemr.options import JobOptionError, check_options
 from kubemr.termination import EXIT_BAD_INPUT
+from tests.jobfiles import run_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -415,23 +416,7 @@ def test_a_job_file_runs_itself_with_kubemr_runs_flags_and_exit_codes(tmp_path, 
 
 
 def worker(tmp_path: Path, stage: str, index: int = 0, env: dict | None = None):
-    message = tmp_path / f"termination-{stage}-{index}"
-    proc = subprocess.run(
-        [sys.executable, "-m", "kubemr", "worker", "--work", str(tmp_path / "work"),
-         "--stage", stage],
-        env={
-            **os.environ,
-            "PYTHONPATH": str(ROOT / "src"),
-            "JOB_COMPLETION_INDEX": str(index),
-            "KUBEMR_POD_NAME": f"top-{stage}-{index}-pod",
-            "KUBEMR_TERMINATION_LOG": str(message),
-            **(env or {}),
-        },
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )  # fmt: skip
-    return proc.returncode, json.loads(message.read_text()), proc.stderr
+    return run_worker(tmp_path, stage, index, env, pod="top")
 
 
 def spec_input(tmp_path: Path, params: dict, data: Path) -> dict:
