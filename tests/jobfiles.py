@@ -37,13 +37,18 @@ def read_pairs(out: str | Path) -> list:
     ]
 
 
-def run_worker(
-    tmp_path: Path, stage: str, index: int = 0, env: dict | None = None, pod: str = "job"
-) -> tuple[int, dict, str]:
-    """``kubemr worker`` run as a pod runs it, on the work dir ``tmp_path/work``: its exit
-    code, its termination message and its stderr."""
+def start_worker(
+    tmp_path: Path,
+    stage: str,
+    index: int = 0,
+    env: dict | None = None,
+    pod: str = "job",
+    **popen: Any,
+) -> tuple[subprocess.Popen, Path]:
+    """``kubemr worker`` started as a pod starts it, on the work dir ``tmp_path/work``:
+    the process and the path of its termination message."""
     message = tmp_path / f"termination-{stage}-{index}"
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "kubemr", "worker", "--work", str(tmp_path / "work"),
          "--stage", stage],
         env={
@@ -54,8 +59,24 @@ def run_worker(
             "KUBEMR_TERMINATION_LOG": str(message),
             **(env or {}),
         },
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=180,
+        **popen,
     )  # fmt: skip
-    return proc.returncode, json.loads(message.read_text()), proc.stderr
+    return proc, message
+
+
+def run_worker(
+    tmp_path: Path,
+    stage: str,
+    index: int = 0,
+    env: dict | None = None,
+    pod: str = "job",
+    **popen: Any,
+) -> tuple[int, dict, str]:
+    """:func:`start_worker` run to its end: its exit code, its termination message and
+    its stderr."""
+    proc, message = start_worker(tmp_path, stage, index, env, pod, **popen)
+    _, err = proc.communicate(timeout=180)
+    return proc.returncode, json.loads(message.read_text()), err

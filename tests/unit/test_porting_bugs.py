@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -19,7 +18,7 @@ from kubemr.cluster.jobcode import pickle_job, upload
 from kubemr.errors import JobFailed
 from kubemr.loader import load_job_class
 from kubemr.storage import StorageOptions
-from tests.jobfiles import job_file, read_pairs
+from tests.jobfiles import job_file, read_pairs, run_worker
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -266,33 +265,9 @@ def test_local_tracebacks_name_the_job_files(tmp_path, three_files, record) -> N
 
 
 def worker(tmp_path: Path, stage: str, env: dict[str, str]) -> tuple[int, dict]:
-    message = tmp_path / f"termination-{stage}"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kubemr",
-            "worker",
-            "--work",
-            str(tmp_path / "work"),
-            "--stage",
-            stage,
-            "--index",
-            "0",
-        ],
-        env={
-            **os.environ,
-            "PYTHONPATH": os.path.join(ROOT, "src"),
-            "KUBEMR_POD_NAME": f"{stage}-pod",
-            "KUBEMR_TERMINATION_LOG": str(message),
-            **env,
-        },
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    return proc.returncode, json.loads(message.read_text())
+    # cwd: the pod has no copy of the job's files beside it
+    code, message, _ = run_worker(tmp_path, stage, 0, env, cwd=tmp_path)
+    return code, message
 
 
 @pytest.mark.parametrize("record", ["zero", "base"])

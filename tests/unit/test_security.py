@@ -14,7 +14,6 @@ import json
 import os
 import pickle
 import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,6 +42,7 @@ from kubemr.spec import (
 from kubemr.stages import load_code
 from kubemr.storage import StorageOptions
 from kubemr.termination import CODE_INTEGRITY, EXIT_VERSION_SKEW
+from tests.jobfiles import run_worker
 from tests.support import ROOT, helm_binary
 
 Obj = dict[str, Any]
@@ -375,17 +375,10 @@ class WordCount(kubemr.MapReduce):
 """
 
 
-def run_worker(tmp_path: Any, stage: str, env: dict[str, str] | None = None) -> tuple[int, Obj]:
+def worker(tmp_path: Any, stage: str, env: dict[str, str] | None = None) -> tuple[int, Obj]:
     """``kubemr worker`` as a pod runs it, in a process of its own."""
-    message = tmp_path / f"termination-{stage}"
-    out = subprocess.run(
-        [sys.executable, "-m", "kubemr", "worker", "--work", str(tmp_path / "work"),
-         "--stage", stage, "--index", "0", "--attempt", f"{stage}-a1"],
-        env={**os.environ, "PYTHONPATH": os.path.join(ROOT, "src"),
-             "KUBEMR_TERMINATION_LOG": str(message), **(env or {})},
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    return out.returncode, json.loads(message.read_text())
+    code, message, _ = run_worker(tmp_path, stage, 0, env)
+    return code, message
 
 
 def plan_env(tmp_path: Any, job: Obj) -> dict[str, str]:
@@ -403,7 +396,7 @@ def test_a_plan_pod_refuses_a_changed_pickle_and_is_not_retried(tmp_path: Any) -
     submitted = hashlib.sha256(blob.read_bytes()).hexdigest()
     marker = tmp_path / "ran"
     blob.write_bytes(booby_trapped(marker))
-    code, message = run_worker(
+    code, message = worker(
         tmp_path, "plan", plan_env(tmp_path, {"pickle": {"url": str(blob), "sha256": submitted}})
     )
     assert not marker.exists(), "the changed pickle was unpickled"
@@ -414,14 +407,14 @@ def test_a_plan_pod_refuses_a_changed_pickle_and_is_not_retried(tmp_path: Any) -
 
 
 def test_a_task_refuses_job_code_changed_in_the_work_dir(tmp_path: Any) -> None:
-    code, message = run_worker(tmp_path, "plan", plan_env(tmp_path, {"source": WORDCOUNT}))
+    code, message = worker(tmp_path, "plan", plan_env(tmp_path, {"source": WORDCOUNT}))
     assert code == 0, message
     stored = tmp_path / "work" / "job.pkl"
     recorded = json.loads((tmp_path / "work" / "job.meta.json").read_text())["sha256"]
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == recorded
     marker = tmp_path / "ran"
     stored.write_bytes(booby_trapped(marker))
-    code, message = run_worker(tmp_path, "map-0")
+    code, message = worker(tmp_path, "map-0")
     assert not marker.exists(), "the changed job code was unpickled"
     assert code == EXIT_VERSION_SKEW and message["reason"] == CODE_INTEGRITY, message
     for part in (str(stored), recorded, hashlib.sha256(stored.read_bytes()).hexdigest()):

@@ -21,6 +21,7 @@ from kubemr.termination import (
     EXIT_TERMINATED,
     EXIT_VERSION_SKEW,
 )
+from tests.jobfiles import run_worker, start_worker
 
 from . import jobs
 
@@ -69,38 +70,11 @@ def plan_input(tmp_path, source: str, inputs: list[str], **spec) -> dict:
 
 
 def worker(tmp_path, stage: str, index: int = 0, env: dict | None = None, **kw):
-    message = tmp_path / f"termination-{stage}-{index}"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kubemr",
-            "worker",
-            "--work",
-            str(tmp_path / "work"),
-            "--stage",
-            stage,
-        ],
-        env={
-            **os.environ,
-            "PYTHONPATH": os.path.join(ROOT, "src"),
-            "JOB_COMPLETION_INDEX": str(index),
-            "KUBEMR_POD_NAME": f"wc-{stage}-{index}-pod",
-            "KUBEMR_TERMINATION_LOG": str(message),
-            **(env or {}),
-        },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kw,
-    )
-    return proc, message
+    return start_worker(tmp_path, stage, index, env, pod="wc", **kw)
 
 
 def run_stage(tmp_path, stage: str, index: int = 0, env: dict | None = None):
-    proc, message = worker(tmp_path, stage, index, env)
-    _, err = proc.communicate(timeout=120)
-    return proc.returncode, json.loads(message.read_text()), err
+    return run_worker(tmp_path, stage, index, env, pod="wc")
 
 
 def run_all(tmp_path, spec_input: dict) -> dict:
