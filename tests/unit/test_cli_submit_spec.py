@@ -6,8 +6,10 @@ import json
 import os
 import subprocess
 import sys
+from typing import get_args
 
 import pytest
+import typer
 
 from kubemr.cli.submit_spec import (
     JOB_PLACEHOLDER,
@@ -29,7 +31,7 @@ from kubemr.cluster.resource import (
     work_url,
 )
 from kubemr.errors import JobDefinitionError
-from kubemr.spec import MAX_NAME_LENGTH, MapReduceJobSpec
+from kubemr.spec import MAX_ENCODING, MAX_NAME_LENGTH, MapReduceJobSpec
 from tests.support import ROOT
 
 MODULE = {"module": "jobs.wc:WordCount"}
@@ -58,7 +60,8 @@ def test_every_flag_lands_in_its_field() -> None:
         spec_values(
             flags(
                 reducers=4, split_size="16Mi", memory="1Gi", input_format="jsonl",
-                output_format="tsv", max_attempts=5, skip_bad_records=2, overwrite=True,
+                output_format="tsv", encoding="latin-1", decode_errors="replace",
+                max_attempts=5, skip_bad_records=2, overwrite=True,
                 params=["k=v", "empty="], work_dir="s3://b/work", s3_endpoint="http://m:9000",
                 s3_region="eu-west-1", storage_secret="s3", workers_min=1, workers_max=3,
                 workers_max_pending=1, image="reg/kubemr:1", image_pull_policy="Never",
@@ -71,6 +74,7 @@ def test_every_flag_lands_in_its_field() -> None:
     )  # fmt: skip
     assert (spec.reducers, spec.split_size, spec.memory) == (4, 16 << 20, 1 << 30)
     assert (spec.input_format, spec.output_format) == ("jsonl", "tsv")
+    assert (spec.encoding, spec.decode_errors) == ("latin-1", "replace")
     assert (spec.max_attempts, spec.skip_bad_records, spec.overwrite) == (5, 2, True)
     assert spec.params == {"k": "v", "empty": ""}
     assert spec.work_dir == "s3://b/work"
@@ -105,12 +109,86 @@ def test_every_flag_lands_in_its_field() -> None:
         ({"active_deadline": "soon"}, "--active-deadline: invalid duration 'soon'"),
         ({"worker_command": "'open"}, '--worker-command "\'open": No closing quotation'),
         ({"worker_command": " "}, "--worker-command: give the worker's entry point"),
+        ({"encoding": "nope"}, "--encoding 'nope': unknown encoding 'nope': give a Python"),
+        ({"encoding": "rot13"}, "--encoding 'rot13': 'rot13' is not a text encoding"),
+        ({"encoding": "cp037"}, "--encoding 'cp037': encoding 'cp037' does not write a line"),
+        ({"encoding": "utf 8"}, "--encoding 'utf 8': string should match pattern"),
+        ({"decode_errors": "ignore"}, "--decode-errors 'ignore': input should be 'strict',"),
+        (
+            {"encoding": "utf-16", "decode_errors": "surrogateescape"},
+            "--decode-errors 'surrogateescape': surrogateescape stands for single bytes",
+        ),
     ],
 )
 def test_a_bad_value_names_its_flag_in_one_line(given: dict[str, object], message: str) -> None:
     text = refused(**given)
     assert text.startswith(message), text
     assert "\n" not in text
+
+
+def test_an_encoding_name_past_the_spec_limit_is_refused() -> None:
+    text = refused(encoding="x" * (MAX_ENCODING + 1))
+    assert text.startswith("--encoding 'xxx") and f"at most {MAX_ENCODING} characters" in text
+
+
+def test_the_encoding_flags_of_the_command(tmp_path) -> None:
+    """``kubemr submit --encoding/--decode-errors``: the spec's help, into the resource as
+    ``encoding``/``decodeErrors``, a bad value refused naming the flag before any cluster
+    is looked for (the kubeconfig names none)."""
+    from typer.testing import CliRunner
+
+    from kubemr.cli import app
+    from kubemr.spec import DecodeErrors, JobOptions
+
+    command = typer.main.get_command(app).commands["submit"]  # type: ignore[attr-defined]
+    options = {p.opts[0]: p for p in command.params}
+    for flag, name in (("--encoding", "encoding"), ("--decode-errors", "decode_errors")):
+        assert options[flag].help.startswith(JobOptions.model_fields[name].description)
+
+    runner = CliRunner()
+    base = ["submit", "pkg.jobs:Job", "-i", "s3://b/in", "--output", "s3://b/out"]
+    result = runner.invoke(
+        app, [*base, "--encoding", "latin-1", "--decode-errors", "replace", "--dry-run", "-o",
+              "json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    spec = json.loads(result.stdout)["spec"]
+    assert (spec["encoding"], spec["decodeErrors"]) == ("latin-1", "replace")
+    plain = runner.invoke(app, [*base, "--dry-run", "-o", "json"])
+    assert "encoding" not in json.loads(plain.stdout)["spec"]  # the CRD's default applies
+
+    nowhere = ["--kubeconfig", str(tmp_path / "absent")]
+    for extra, message in (
+        (["--encoding", "nope"], "kubemr: --encoding 'nope': unknown encoding 'nope'"),
+        (
+            ["--decode-errors", "ignore"],
+            "kubemr: Invalid value for '--decode-errors': Value error, 'ignore' is not one of "
+            + ", ".join(repr(v) for v in get_args(DecodeErrors)),
+        ),
+        (
+            ["--encoding", "utf-32", "--decode-errors", "surrogateescape"],
+            "kubemr: --decode-errors 'surrogateescape': surrogateescape stands for",
+        ),
+    ):
+        result = runner.invoke(app, [*base, *nowhere, *extra])
+        assert result.exit_code == 2, (extra, result.output)
+        assert result.stderr.startswith(message), (extra, result.stderr)
+        assert "kubeconfig" not in result.stderr
+
+
+def test_after_wait_the_lines_read_with_the_fallback_are_counted(capsys) -> None:
+    from kubemr.cli.submit import _note_undecodable
+    from kubemr.formats import UNDECODABLE_LINES
+
+    ended = {"status": {"result": {"counters": {"kubemr": {UNDECODABLE_LINES: 1234}}}}}
+    _note_undecodable(ended)
+    assert capsys.readouterr().err == (
+        "kubemr: 1,234 input lines did not decode in the input's encoding and were decoded "
+        f"with the --decode-errors fallback (counter {UNDECODABLE_LINES})\n"
+    )
+    for quiet in ({"status": {"result": {"counters": {"kubemr": {UNDECODABLE_LINES: 0}}}}}, {}):
+        _note_undecodable(quiet)
+        assert capsys.readouterr().err == ""
 
 
 def test_no_input_names_the_flag() -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from kubemr.cli.choices import InputFormat, OutputFormat, PullPolicy
+from kubemr.cli.exits import ExitCode
 from kubemr.cli.kubeopts import (
     Context,
     Kubeconfig,
@@ -26,7 +27,7 @@ from kubemr.cli.kubeopts import (
     timeout_seconds,
 )
 from kubemr.cli.output import ResourceFormat, dump, name_of
-from kubemr.cli.run import HelpFlag, job_argument
+from kubemr.cli.run import DecodeErrors, HelpFlag, job_argument
 from kubemr.cli.submit_spec import (
     JOB_PLACEHOLDER,
     FlagError,
@@ -40,6 +41,7 @@ from kubemr.cluster import jobcode
 from kubemr.cluster.access import user_storage
 from kubemr.cluster.errors import ApiRefused
 from kubemr.cluster.resource import build_resource, check_name, name_from
+from kubemr.formats import UNDECODABLE_LINES
 from kubemr.jobfiles import LocalFile
 from kubemr.loader import load_job_class
 from kubemr.options import JobOptionError, check_options
@@ -93,6 +95,13 @@ def submit(
     ] = None,
     output_format: Annotated[
         OutputFormat | None, typer.Option(help=_help(JobOptions, "output_format"))
+    ] = None,
+    encoding: Annotated[
+        str | None, typer.Option(help=_help(JobOptions, "encoding", " [default: utf-8]"))
+    ] = None,
+    decode_errors: Annotated[
+        DecodeErrors | None,
+        typer.Option(help=_help(JobOptions, "decode_errors", " [default: strict]")),
     ] = None,
     max_attempts: Annotated[
         int | None, typer.Option(help=_help(JobOptions, "max_attempts"))
@@ -239,6 +248,8 @@ def submit(
             memory=memory,
             input_format=format.value if format else None,
             output_format=output_format.value if output_format else None,
+            encoding=encoding,
+            decode_errors=decode_errors.value if decode_errors else None,
             max_attempts=max_attempts,
             skip_bad_records=skip_bad_records,
             overwrite=overwrite,
@@ -303,7 +314,20 @@ def submit(
         if print_format is not ResourceFormat.name:
             _print(ended, print_format)
         code_ = report_end(ended, quiet=quiet, hint=hint)
+        if code_ == ExitCode.OK and not quiet:
+            _note_undecodable(ended)
     raise typer.Exit(code_)
+
+
+def _note_undecodable(resource: dict[str, Any]) -> None:
+    """As ``kubemr run`` says after its summary: lines the --decode-errors fallback read."""
+    result = (resource.get("status") or {}).get("result") or {}
+    count = ((result.get("counters") or {}).get("kubemr") or {}).get(UNDECODABLE_LINES)
+    if count:
+        note(
+            f"{count:,} input lines did not decode in the input's encoding and were decoded "
+            f"with the --decode-errors fallback (counter {UNDECODABLE_LINES})"
+        )
 
 
 def _check_create(jobs: JobsClient, resource: dict[str, Any], namespace: str) -> None:

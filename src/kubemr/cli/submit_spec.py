@@ -25,6 +25,8 @@ FLAGS: dict[tuple[str, ...], str] = {
     ("output",): "--output",
     ("input_format",): "--format",
     ("output_format",): "--output-format",
+    ("encoding",): "--encoding",
+    ("decode_errors",): "--decode-errors",
     ("reducers",): "--reducers",
     ("split_size",): "--split-size",
     ("memory",): "--memory",
@@ -74,6 +76,8 @@ class SubmitFlags:
     memory: str | None = None
     input_format: str | None = None
     output_format: str | None = None
+    encoding: str | None = None
+    decode_errors: str | None = None
     max_attempts: int | None = None
     skip_bad_records: int | None = None
     overwrite: bool = False
@@ -123,6 +127,8 @@ def spec_values(flags: SubmitFlags, job: dict[str, Any]) -> dict[str, Any]:
     plain = {
         "input_format": flags.input_format,
         "output_format": flags.output_format,
+        "encoding": flags.encoding,
+        "decode_errors": flags.decode_errors,
         "reducers": flags.reducers,
         "split_size": flags.split_size,
         "memory": flags.memory,
