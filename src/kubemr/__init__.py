@@ -14,6 +14,7 @@ The public API::
 """
 
 from kubemr.api import map_reduce, run
+from kubemr.commands import cmd_line
 from kubemr.errors import (
     BadRecordError,
     InputError,
@@ -50,6 +51,7 @@ __all__ = [
     "RawProtocol",
     "RawValueProtocol",
     "__version__",
+    "cmd_line",
     "map_reduce",
     "order_key",
     "run",

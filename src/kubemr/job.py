@@ -98,6 +98,9 @@ AGGREGATES = {a.name: a for a in (SUM, COUNT, MIN, MAX)}
 Combiner = Callable[[Any, Iterator[Any]], Pairs] | Aggregate
 # A per-task hook: called with no argument; may yield pairs (or return None: no pairs).
 Hook = Callable[[], Pairs | None]
+# A shell command run as a mapper, combiner or reducer: a command line (split as a shell
+# splits words, with no shell run) or the list of its arguments.
+Command = str | Sequence[str]
 
 HOOKS = (
     "mapper_init",
@@ -108,6 +111,18 @@ HOOKS = (
     "reducer_final",
 )
 """The per-task hooks a step (or the job class, for its default step) may define."""
+
+COMMANDS = ("mapper_cmd", "combiner_cmd", "reducer_cmd")
+"""Shell commands a step may run as its mapper, combiner or reducer (see
+:mod:`kubemr.commands`); on a job class, methods returning the command."""
+PRE_FILTERS = ("mapper_pre_filter", "combiner_pre_filter", "reducer_pre_filter")
+"""mrjob's filters of a task's input through a shell command: refused, with what to do."""
+# What a command stands for in its role: it is the whole mapper, combiner or reducer.
+_REPLACED_BY_COMMAND = {
+    "mapper_cmd": ("mapper", "mapper_batch", "mapper_raw", "mapper_init", "mapper_final"),
+    "combiner_cmd": ("combiner", "combiner_init", "combiner_final"),
+    "reducer_cmd": ("reducer", "reducer_init", "reducer_final"),
+}
 
 
 def identity_combiner(key: Any, values: Iterator[Any]) -> Iterator[tuple[Any, Any]]:
@@ -126,7 +141,8 @@ class MRStep:
     per-task hooks (see :class:`MapReduce`); a step with reducer hooks and no reducer
     gets an identity reducer, one with combiner hooks and no combiner an identity
     combiner, as in mrjob. ``sort_values`` left as None follows the job's
-    ``SORT_VALUES``.
+    ``SORT_VALUES``. ``mapper_cmd``, ``combiner_cmd`` and ``reducer_cmd`` run a shell
+    command as the whole mapper, combiner or reducer (see :mod:`kubemr.commands`).
     """
 
     mapper: Callable[[Any], Pairs] | None = None
@@ -143,12 +159,20 @@ class MRStep:
     combiner_final: Hook | None = None
     reducer_init: Hook | None = None
     reducer_final: Hook | None = None
+    mapper_cmd: Command | None = None
+    combiner_cmd: Command | None = None
+    reducer_cmd: Command | None = None
+    mapper_pre_filter: str | None = None  # mrjob's; refused by job_steps
+    combiner_pre_filter: str | None = None
+    reducer_pre_filter: str | None = None
 
     def has_reducer(self) -> bool:
-        """Whether the step has a reduce phase: a reducer, or reducer hooks (which, as in
-        mrjob, get an identity reducer: every value passes through)."""
+        """Whether the step has a reduce phase: a reducer (a function, a built-in or a
+        command), or reducer hooks (which, as in mrjob, get an identity reducer: every
+        value passes through)."""
         return (
             self.reducer is not None
+            or self.reducer_cmd is not None
             or self.reducer_init is not None
             or self.reducer_final is not None
         )
@@ -178,6 +202,10 @@ class MapReduce:
     ``reducer_init`` / ``reducer_final``. Each is called once per task (per combiner
     application for the combiner's) before the first / after the last record, and may
     yield pairs, which go where that function's own output goes.
+
+    Shell commands as mapper, combiner or reducer (mrjob's): ``def mapper_cmd(self)``
+    (``combiner_cmd``, ``reducer_cmd``) returns the command, a string or a list of
+    arguments; it replaces the Python function of its role (see :mod:`kubemr.commands`).
 
     Class attributes:
         SORT_VALUES: values reach the reducer sorted (secondary sort), in every step
@@ -245,14 +273,17 @@ class MapReduce:
     @property
     def options(self) -> Any:
         """The job's typed options (its ``Options`` model), from ``self.params``; a file
-        option's value is the file's local path."""
+        option's value is the local path of its own file (shipped under a name of its own
+        when its base name is another file's: see ``kubemr.jobfiles``)."""
         if self._options is None:
-            from kubemr.options import check_options, file_fields, options_model, split_file_ref
+            from kubemr.jobfiles import file_option_names
+            from kubemr.options import check_options
 
             options = check_options(type(self), self._params)
+            names = file_option_names(type(self), self._params)
             local = {
-                name: self.files[split_file_ref(value)[1]]
-                for name in file_fields(options_model(type(self)))
+                name: self.files[names[name]]
+                for name in names
                 if isinstance(value := getattr(options, name), str) and value
             }
             self._options = options.model_copy(update=local) if local else options
@@ -293,6 +324,7 @@ class MapReduce:
                 partitioner=_member(self, "partitioner"),  # type: ignore[arg-type]
                 sort_values=self.SORT_VALUES,
                 **{hook: _member(self, hook) for hook in HOOKS},
+                **{name: _command(self, name) for name in COMMANDS + PRE_FILTERS},
             )
         ]
 
@@ -313,6 +345,13 @@ def _member(job: MapReduce, name: str) -> Any:
     return getattr(job, name)
 
 
+def _command(job: MapReduce, name: str) -> Any:
+    """A command the class defines: what its method returns (as mrjob's ``mapper_cmd``),
+    or a plain class attribute's value."""
+    value = _member(job, name)
+    return value() if callable(value) else value
+
+
 def job_steps(job: MapReduce) -> list[MRStep]:
     """The job's steps, checked and completed: each needs a mapper unless it follows
     another step; ``sort_values`` left unset takes the job's ``SORT_VALUES``; a mapper,
@@ -328,14 +367,17 @@ def job_steps(job: MapReduce) -> list[MRStep]:
     for i, step in enumerate(steps):
         if not isinstance(step, MRStep):
             raise JobDefinitionError(f"{name}.steps()[{i}] is {step!r}, not a kubemr.MRStep")
+        _check_commands(job, step, i)
         given = [m for m in ("mapper", "mapper_batch", "mapper_raw") if getattr(step, m)]
+        given += ["mapper_cmd"] if step.mapper_cmd is not None else []
         if len(given) > 1:
             raise JobDefinitionError(f"{name} step {i}: define one of {' and '.join(given)}")
         if i == 0 and not given:
             raise JobDefinitionError(
                 f"{name} defines no mapper: add `def mapper(self, record)` yielding "
-                "(key, value) pairs, `def mapper_batch(self, records)`, or "
-                "`def mapper_raw(self, path, url)` for whole files"
+                "(key, value) pairs, `def mapper_batch(self, records)`, "
+                "`def mapper_raw(self, path, url)` for whole files, or `def mapper_cmd(self)` "
+                "returning a shell command"
             )
         if i > 0 and step.mapper_raw is not None:
             raise JobDefinitionError(
@@ -376,7 +418,44 @@ def job_steps(job: MapReduce) -> list[MRStep]:
                 sort_values=bool(sort_values),
             )
         )
+    if job.TOTAL_ORDER and checked[-1].mapper_cmd is not None:
+        raise JobDefinitionError(
+            f"{name}: TOTAL_ORDER samples the keys of the last step's mapper before its tasks "
+            "run, and a mapper_cmd runs in tasks only: map with Python in that step, or add "
+            "a step whose mapper is a function"
+        )
     return checked
+
+
+def _check_commands(job: MapReduce, step: MRStep, i: int) -> None:
+    """A step's commands: each a command line or a list of arguments, and the whole of its
+    role (as in mrjob, a command has no hooks beside it); no ``*_pre_filter``."""
+    from kubemr.commands import argv_of
+    from kubemr.errors import JobDefinitionError
+
+    name = type(job).__name__
+    for field, replaced in _REPLACED_BY_COMMAND.items():
+        command = getattr(step, field)
+        if command is None:
+            continue
+        try:
+            argv_of(command)
+        except ValueError as exc:
+            raise JobDefinitionError(f"{name} step {i}: {field} {exc}") from None
+        clash = [f for f in replaced if getattr(step, f) is not None]
+        if clash:
+            raise JobDefinitionError(
+                f"{name} step {i}: {field} is the whole {field[:-4]}, so it cannot have "
+                f"{' and '.join(clash)} beside it (as in mrjob): drop one or the other"
+            )
+    for field in PRE_FILTERS:
+        if getattr(step, field) is not None:
+            role = field.split("_")[0]
+            raise JobDefinitionError(
+                f"{name} step {i}: {field} is not supported: filter in the {role} itself "
+                f"(a record it drops yields nothing), or run the whole {role} as a command "
+                f"with {role}_cmd (e.g. `sh -c 'FILTER | PROGRAM'`)"
+            )
 
 
 def _raw_mapper(fn: Callable[[str, str], Pairs]) -> Callable[[Any], Pairs]:

@@ -126,30 +126,81 @@ def job_dir(job_cls: type) -> str:
 
 def needed_files(job_cls: type, params: Mapping[str, str]) -> list[FileRef]:
     """The files the job class asks for: its ``FILES`` and its file options (a value given
-    as a parameter is relative to the current directory, a default to the job file)."""
+    as a parameter is relative to the current directory, a default to the job file),
+    each under the name tasks read it by (:func:`file_option_names`)."""
     base = job_dir(job_cls)
-    refs: list[FileRef] = []
+    refs = [
+        FileRef(path, name, f"{job_cls.__name__}.FILES", base) for path, name in _declared(job_cls)
+    ]
+    names = file_option_names(job_cls, params)
+    for option, (value, given) in _file_options(job_cls, params).items():
+        if given:
+            where, origin = os.getcwd(), f"option {option} (--param {option}=...)"
+        else:
+            where, origin = base, f"option {option}'s default"
+        refs.append(FileRef(split_file_ref(value)[0], names[option], origin, where))
+    return refs
+
+
+def file_option_names(job_cls: type, params: Mapping[str, str]) -> dict[str, str]:
+    """The name each file option's file is shipped and read by (pure: the same in every
+    process, from the class and the parameters alone).
+
+    ``PATH#NAME`` names it; else its base name, unless that names a ``FILES`` entry or
+    another file option's file: then a name of its own, ``stem-1.ext``, ``stem-2.ext``...
+    (as mrjob names a file option's file apart from ``FILES``). A default that is the
+    ``FILES`` entry of its name (the same path, from the job file) is that file."""
+    declared = dict((name, path) for path, name in _declared(job_cls))
+    options = _file_options(job_cls, params)
+    # Names given explicitly are taken first: a name of its own never takes one of them.
+    taken = set(declared) | {split_file_ref(v)[1] for v, _ in options.values() if "#" in v}
+    names: dict[str, str] = {}
+    for option, (value, given) in options.items():
+        path, name = split_file_ref(value)
+        if "#" not in value:
+            same_file = not given and declared.get(name) == path
+            if name in taken and not same_file:
+                name = unique_name(name, taken)
+            taken.add(name)
+        names[option] = name
+    return names
+
+
+def unique_name(name: str, taken: set[str]) -> str:
+    """``name`` with ``-1``, ``-2``... before its extension (everything from its first
+    dot, as mrjob's ``file_ext``): the first that is not taken."""
+    stem = name.lstrip(".")
+    dot = stem.find(".")
+    ext = "" if dot < 0 else stem[dot:]
+    prefix = name[: len(name) - len(ext)]
+    n = 1
+    while f"{prefix}-{n}{ext}" in taken:
+        n += 1
+    return f"{prefix}-{n}{ext}"
+
+
+def _declared(job_cls: type) -> list[tuple[str, str]]:
+    """The class's ``FILES`` as ``(path, name)``."""
     declared = getattr(job_cls, "FILES", ()) or ()
     if isinstance(declared, str):
         declared = [declared]
-    for entry in declared:
-        path, name = split_file_ref(str(entry))
-        refs.append(FileRef(path, name, f"{job_cls.__name__}.FILES", base))
+    return [split_file_ref(str(entry)) for entry in declared]
+
+
+def _file_options(job_cls: type, params: Mapping[str, str]) -> dict[str, tuple[str, bool]]:
+    """Each file option that names a file: its value, and whether it was given (else its
+    default), in the order of the ``Options`` fields."""
     model = options_model(job_cls)
+    found: dict[str, tuple[str, bool]] = {}
     for option in file_fields(model):
         assert model is not None
         if option in params:
-            value, where = params[option], os.getcwd()
-            origin = f"option {option} (--param {option}=...)"
-        else:
-            default = model.model_fields[option].default
-            if not isinstance(default, str) or not default:
-                continue  # required (refused by check_options) or None: no file
-            value, where = default, base
-            origin = f"option {option}'s default"
-        path, name = split_file_ref(value)
-        refs.append(FileRef(path, name, origin, where))
-    return refs
+            found[option] = (params[option], True)
+            continue
+        default = model.model_fields[option].default
+        if isinstance(default, str) and default:
+            found[option] = (default, False)  # else required (refused elsewhere) or None
+    return found
 
 
 def extra_files(paths: Sequence[str]) -> list[FileRef]:

@@ -22,6 +22,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubemr import storage
+from kubemr.commands import (
+    COMMAND_OUTPUT_FORMAT,
+    input_problem,
+    missing_program,
+    writes_job_output,
+)
 from kubemr.errors import InputError, Interrupted, JobFailed, TaskFailure
 from kubemr.formats import (
     CSV,
@@ -185,6 +191,8 @@ def new_plan(
         else:
             r = step.reducers or reducers
         step_plans.append(StepPlan(i, r, total_order=total_order and r > 0))
+    if options.output_format is None and writes_job_output(steps, [s.reducers for s in step_plans]):
+        output_format = COMMAND_OUTPUT_FORMAT  # its lines as it writes them, as in mrjob
     return Plan(
         job_id=job_id,
         job_name=job_cls.__name__,
@@ -344,9 +352,18 @@ def preflight(
     The sample runs as a map task would, on this job instance: ``setup``, the step's
     ``mapper_init``, the mapper on up to :data:`PREFLIGHT_RECORDS` records,
     ``mapper_final``, ``teardown``; what the hooks yield is checked with the rest. User
-    code that raises is left to the task, which says where, with retries."""
-    if not splits or splits[0].format == RAW:
-        return  # a raw record is a whole file: trying the mapper would map all of it
+    code that raises is left to the task, which says where, with retries. Of shell
+    commands as steps, the programs are looked for on ``$PATH`` and a first-step mapper
+    command's input format is checked; the command itself runs only in tasks."""
+    problem = missing_program(steps) or (
+        input_problem(steps[0], splits[0].format, splits[0].with_offset) if splits else None
+    )
+    if problem is not None:
+        raise _preflight_failure(problem)
+    if not splits or splits[0].format == RAW or steps[0].mapper_cmd is not None:
+        # A raw record is a whole file: trying the mapper would map all of it. A command
+        # runs once over a whole split, in its task.
+        return
     split = splits[0]
     store = storage.store_for(split.url, options)
     reader = SplitReader(store, split, 64 << 10, plan.skip_bad_records)

@@ -26,6 +26,7 @@ from operator import itemgetter
 from typing import Any
 
 from kubemr import commit
+from kubemr.commands import StepCommands, pre_collector, sorted_pairs, to_sink
 from kubemr.errors import (
     BadRecordError,
     CarriesFailure,
@@ -320,6 +321,12 @@ class _TaskBase:
             return plan.final_part_url(self.index), True
         return plan.step_output_url(self.step, self.index, self.attempt), False
 
+    def _commands(self, where: str) -> StepCommands:
+        """The step's shell commands as this task runs them (:mod:`kubemr.commands`)."""
+        reducers = [s.reducers for s in self.plan.steps]
+        fmt = self.plan.output_format
+        return StepCommands(self.job, reducers, fmt, self.step, where=where, scratch=self.spill_dir)
+
 
 class _MapTask(_TaskBase):
     def run(self) -> TaskResult:
@@ -449,6 +456,8 @@ class _MapTask(_TaskBase):
         that a value it cannot fold (SUM of a str) is pinned to its record.
         """
         fns = self.fns
+        if fns.mapper_cmd is not None:
+            return None  # a command's output is checked as it is read; it has no records
         grouped = self.reducers > 0  # a map-only step neither sorts nor groups its keys
         combiner = fns.map_side_combiner() if grouped else None
         hashed = combiner is not None
@@ -524,18 +533,35 @@ class _MapTask(_TaskBase):
             combiner_final=self.fns.combiner_final,
             where=f"map task on {split.describe()}",
         )
+        fns, where = self.fns, f"map task on {split.describe()}"
+        cmds = self._commands(where) if fns.mapper_cmd or fns.combiner_cmd else None
+        feed = collector  # a combiner command reads the mapper's pairs sorted: gather them
+        if cmds is not None and fns.combiner_cmd is not None:
+            feed = pre_collector(plan.memory // 2, self.spill_dir)
         try:
-            self._feed_hook("mapper_init", split, collector)
-            for chunk in self._records(reader):
-                self._map_chunk(chunk, split, reader, collector)
-                collector.maybe_spill()
-            self._feed_hook("mapper_final", split, collector)
+            self._feed_hook("mapper_init", split, feed)
+            if cmds is not None and fns.mapper_cmd is not None:
+                hashed = feed.mode != "plain"
+                for pairs in cmds.mapper(self._records(reader), grouped=True, hashed=hashed):
+                    feed.feed_output(pairs, trusted=True)
+                    feed.maybe_spill()
+            else:
+                for chunk in self._records(reader):
+                    self._map_chunk(chunk, split, reader, feed)
+                    feed.maybe_spill()
+            self._feed_hook("mapper_final", split, feed)
+            if cmds is not None and feed is not collector:
+                hashed = collector.mode != "plain"
+                for pairs in cmds.combiner(sorted_pairs(feed, self.spill_dir), hashed=hashed):
+                    collector.feed_output(pairs, trusted=True)
+                    collector.maybe_spill()
             url = plan.shuffle_url(self.step, self.index, self.attempt)
             with store_for(url, self.options).open_write(url) as out:
                 index = collector.write(out)
                 size = out.tell()
         finally:
             collector.close()  # on every way out: a failed attempt's spills fill the disk
+            feed.close()
         if collector.output_records_counted:
             self.counters["map_output_records"] = collector.output_records
         self.counters["map_spilled_records"] = collector.spilled_records
@@ -551,9 +577,14 @@ class _MapTask(_TaskBase):
         with store_for(url, self.options).open_write(url) as out:
             sink.out = out
             self._feed_hook("mapper_init", split, sink)
-            for chunk in self._records(reader):
-                self._map_chunk(chunk, split, reader, sink)
-                sink.flush_if_full()
+            if self.fns.mapper_cmd is not None:
+                cmds = self._commands(f"map task on {split.describe()}")
+                for made in cmds.mapper(self._records(reader), grouped=False, hashed=False):
+                    to_sink(sink, made)
+            else:
+                for chunk in self._records(reader):
+                    self._map_chunk(chunk, split, reader, sink)
+                    sink.flush_if_full()
             self._feed_hook("mapper_final", split, sink)
             sink.flush()
             size = out.tell()
@@ -792,6 +823,15 @@ class _ReduceTask(_TaskBase):
         sort_values = self.fns.sort_values
         pending = sink.pending
         groups = 0
+        if self.fns.reducer_cmd is not None:
+            cmds = self._commands(f"reduce task {self.index}")
+            keyed = group_sorted(pairs, cls)
+            if sort_values:
+                keyed = ((k, self._sorted_values(k, vals)) for k, vals in keyed)  # type: ignore[misc]
+            for made in cmds.reducer(keyed):
+                to_sink(sink, made)
+            self.counters["reduce_input_groups"] = cmds.groups
+            return
         if reducer is None and not sort_values:
             # Identity: the merged pairs are the output; only the groups are counted.
             self.counters["reduce_input_groups"] = _pass_through(pairs, cls, sink)

@@ -155,6 +155,114 @@ def test_a_file_option_and_file_flag_from_the_command_line(tmp_path, monkeypatch
     assert not os.path.exists(lexicon)  # removed with the work dir
 
 
+def test_a_file_option_named_like_a_files_entry_gets_a_name_of_its_own(
+    tmp_path, monkeypatch
+) -> None:
+    # mrjob's `--stop-words-file /x/stop_words.txt` beside `FILES = ['stop_words.txt']`.
+    path = make_job(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "stop.txt").write_text("cat\n")  # another file of the FILES entry's name
+    (other / "lexicon.txt").write_text("the a cat dog bird\n")
+    monkeypatch.chdir(other)
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        ["run", str(path), "-i", str(tmp_path / "in.txt"), "-o", str(out), "-q",
+         "-p", f"more_stop={other / 'stop.txt'}", "-p", "lexicon=lexicon.txt"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    got = read_parts(out)
+    shipped, lexicon, more = got.pop("_where")
+    # Both stop lists applied: "the a" from FILES' stop.txt, "cat" from the option's.
+    assert got == {"dog": 60, "bird": 30}
+    assert sorted(shipped) == ["lexicon.txt", "stop-1.txt", "stop.txt", "w.tsv"]
+    # Stored by content (the work dir is gone now): each name holds its own file.
+    assert more == shipped["stop-1.txt"] and sha(other / "stop.txt") in more
+    assert sha(tmp_path / "job" / "stop.txt") in shipped["stop.txt"]  # FILES keeps its name
+    # An option's value as given replaces its default: no name of its own is needed.
+    assert lexicon == shipped["lexicon.txt"] and sha(other / "lexicon.txt") in lexicon
+
+
+def test_the_names_of_file_options() -> None:
+    class Job(kubemr.MapReduce):
+        FILES = ["data/stop.txt", "tables/w.tsv#w.tsv"]
+
+        class Options(kubemr.Options):
+            stops: kubemr.File | None = None
+            same: kubemr.File = "data/stop.txt"  # the FILES entry itself
+            other: kubemr.File = "stop.txt"  # relative to the job file: another file
+            named: kubemr.File | None = None
+
+    names = jobfiles.file_option_names
+    assert names(Job, {}) == {"same": "stop.txt", "other": "stop-1.txt"}
+    assert names(Job, {"stops": "/x/stop.txt", "same": "/y/stop.txt"}) == {
+        "stops": "stop-1.txt",
+        "same": "stop-2.txt",
+        "other": "stop-3.txt",
+    }
+    # A name given with #NAME is the option's, and reserved: no name of its own takes it.
+    assert names(Job, {"named": "/z/a.txt#stop-1.txt", "stops": "/x/stop.txt"}) == {
+        "stops": "stop-2.txt",
+        "same": "stop.txt",
+        "other": "stop-3.txt",
+        "named": "stop-1.txt",
+    }
+    assert names(Job, {"stops": "/x/w.tsv#w.tsv"})["stops"] == "w.tsv"  # named: an error later
+    assert jobfiles.unique_name("a.tar.gz", {"a.tar.gz", "a-1.tar.gz"}) == "a-2.tar.gz"
+    assert jobfiles.unique_name("README", {"README"}) == "README-1"
+    refs = jobfiles.needed_files(Job, {"stops": "/x/stop.txt"})
+    assert [(r.path, r.name) for r in refs] == [
+        ("data/stop.txt", "stop.txt"),
+        ("tables/w.tsv", "w.tsv"),
+        ("/x/stop.txt", "stop-1.txt"),
+        ("data/stop.txt", "stop.txt"),
+        ("stop.txt", "stop-2.txt"),
+    ]
+
+
+def test_names_the_user_gave_still_collide(tmp_path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "stop.txt").write_text("one\n")
+    (tmp_path / "b" / "stop.txt").write_text("two\n")
+    (tmp_path / "b" / "x.txt").write_text("two\n")
+
+    class TwoFiles(kubemr.MapReduce):
+        FILES = [str(tmp_path / "a" / "stop.txt"), str(tmp_path / "b" / "stop.txt")]
+
+    with pytest.raises(InputError, match=r"two different files are named stop.txt"):
+        jobfiles.local_files(jobfiles.needed_files(TwoFiles, {}))
+
+    class Named(kubemr.MapReduce):
+        FILES = [str(tmp_path / "a" / "stop.txt")]
+
+        class Options(kubemr.Options):
+            stops: kubemr.File | None = None
+
+    refs = jobfiles.needed_files(Named, {"stops": f"{tmp_path / 'b' / 'x.txt'}#stop.txt"})
+    with pytest.raises(InputError, match=r"two different files are named stop.txt.*PATH#NAME"):
+        jobfiles.local_files(refs)
+
+
+def test_pods_read_a_file_option_under_its_own_name(tmp_path) -> None:
+    path = make_job(tmp_path)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "stop.txt").write_text("cat dog\n")
+    params = {"more_stop": str(tmp_path / "mine" / "stop.txt")}
+    # What kubemr submit does, with the option given: the spec lists it by its own name.
+    local = jobcode.job_files(load_job_class(str(path)), params, [])
+    code_dir = str(tmp_path / "code")
+    jobcode.upload_files(local, code_dir, jobfiles.StorageOptions())
+    files = jobcode.spec_files(local, code_dir)
+    assert [f["name"] for f in files] == ["stop.txt", "w.tsv", "stop-1.txt", "lexicon.txt"]
+    run_stages(tmp_path, plan_input(tmp_path, {"source": path.read_text(), "files": files}, params))
+    got = read_parts(tmp_path / "out")
+    shipped, _, more = got.pop("_where")
+    assert got == {"and": 60, "bird": 30, "sat": 30, "on": 30, "mat": 30}
+    assert more == files[2]["url"] and shipped["stop.txt"] == files[0]["url"]
+
+
 @pytest.mark.parametrize(
     ("change", "expected"),
     [

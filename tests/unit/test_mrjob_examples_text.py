@@ -1,6 +1,7 @@
 """mrjob's text examples ported to kubemr (examples/mrjob/) give the answer of a plain
-single-process Python version of the same computation, over many map tasks and several
-reducers; the self-running form and ``--output-format tsv`` write mrjob's bytes."""
+single-process Python version of the same computation (the grep port: of grep itself),
+over many map tasks and several reducers; the self-running form and ``--output-format
+tsv`` write mrjob's bytes."""
 
 from __future__ import annotations
 
@@ -157,10 +158,13 @@ def test_most_used_word(tmp_path, inputs, layout) -> None:
     assert output_lines(tmp_path / "out") == [json.dumps(expected)]
 
 
-def test_most_used_word_with_another_stop_words_file(tmp_path, inputs) -> None:
+# The file named as FILES names its own (mrjob's `--stop-words-file /x/stop_words.txt`)
+# gets a name of its own in the job; the option reads it, FILES its own file.
+@pytest.mark.parametrize("name", ["my_stops.txt", "stop_words.txt"])
+def test_most_used_word_with_another_stop_words_file(tmp_path, inputs, name) -> None:
     lines = lines_of(inputs)
     first = most_used_word(lines, set((PORTS / "stop_words.txt").read_text().split()))
-    stops = tmp_path / "my_stops.txt"
+    stops = tmp_path / name
     stops.write_text(f"the\nand\n{first}\n")
     run_port(
         "most_used_word",
@@ -215,6 +219,33 @@ def test_wc_runs_itself_and_writes_tsv(tmp_path, inputs) -> None:
     success = json.loads((out / "_SUCCESS").read_text())
     assert success["job"] == "MRWordCountUtility"
     assert success["tasks"]["map"] > 20
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+# Quotes, brackets, a dollar and UTF-8: the expression reaches grep as it is.
+@pytest.mark.parametrize("expression", ["whale", "the deck[?!]$", "it's the", "— déjà"])
+def test_grep_writes_what_grep_writes(tmp_path, inputs, layout, expression) -> None:
+    summary = run_port("grep", inputs, tmp_path / "out", layout, params={"expression": expression})
+    # grep run directly on each input file in turn: the part files, in name order, hold
+    # the map tasks' lines in input order, byte for byte.
+    expected = b"".join(
+        subprocess.run(["grep", "-e", expression, path], capture_output=True).stdout
+        for path in input_files(inputs)
+    )
+    assert expected.count(b"\n") > 0
+    got = b"".join(part.read_bytes() for part in sorted((tmp_path / "out").glob("part-*")))
+    assert got == expected
+    assert summary["counters"]["kubemr"]["output_records"] == expected.count(b"\n")
+
+
+def test_grep_with_no_match_and_with_a_bad_expression(tmp_path, inputs) -> None:
+    # grep's exit status 1 (nothing matched) is not a failure: an empty output
+    run_port("grep", inputs, tmp_path / "none", ("64KiB", 1, 1), params={"expression": "zzqx"})
+    assert output_lines(tmp_path / "none") == []
+    with pytest.raises(kubemr.JobFailed, match=r"exited with status 2 .*\n.*grep: Unmatched"):
+        run_port("grep", inputs, tmp_path / "bad", ("64KiB", 1, 1), params={"expression": "a\\{1"},
+                 max_attempts=1)  # fmt: skip
+    assert not (tmp_path / "bad" / "_SUCCESS").exists()
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
