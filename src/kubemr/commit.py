@@ -12,7 +12,8 @@ trust only committed attempts, and pick one per task the same way everywhere:
 - a later step's map task reads the chosen output of the task with its index in the
   wave before;
 - the commit stage sums counters and statistics over the chosen attempts only, moves the
-  chosen part files into the output, and writes ``_SUCCESS`` last.
+  chosen part files into the output, writes the job report (``_REPORT.json``, every
+  attempt's record: :mod:`kubemr.report.records`) and then ``_SUCCESS``, last.
 
 The local runner and the Kubernetes commit pod both call :func:`commit_job`.
 """
@@ -30,6 +31,7 @@ from kubemr import storage
 from kubemr.errors import JobFailed, TaskFailure
 from kubemr.output import OutputClaim, publish
 from kubemr.plan import Plan
+from kubemr.report.records import WaveMarkers, epoch, job_report, report_summary
 from kubemr.results import MAP, REDUCE, TaskResult
 from kubemr.storage import StorageOptions
 
@@ -48,7 +50,8 @@ def _task_dir(plan: Plan, step: int, wave: str) -> str:
 def list_markers(
     plan: Plan, step: int, wave: str, options: StorageOptions
 ) -> tuple[dict[int, list[TaskResult]], list[dict[str, Any]]]:
-    """Committed results by task index, and the failure markers, of one wave."""
+    """Committed results by task index, and the failure markers, of one wave (each with
+    its step, wave, index and attempt, which older markers only had in their name)."""
     prefix = _task_dir(plan, step, wave)
     store = storage.store_for(prefix, options)
     committed: dict[int, list[TaskResult]] = {}
@@ -61,6 +64,10 @@ def list_markers(
             continue
         data = json.loads(storage.read_bytes(info.url, options))
         if name.endswith(FAILED_SUFFIX):
+            data.setdefault("step", step)
+            data.setdefault("wave", wave)
+            data.setdefault("index", int(index))
+            data.setdefault("attempt", name[: -len(FAILED_SUFFIX)])
             failed.append(data)
         else:
             committed.setdefault(int(index), []).append(TaskResult.from_json(data))
@@ -102,6 +109,8 @@ def map_outputs(plan: Plan, step: int, options: StorageOptions) -> list[dict[str
         pass
     maps = plan.map_count(step)
     chosen = [r.to_json() for r in chosen_wave(plan, step, MAP, maps, options)]
+    for c in chosen:
+        del c["key_sample"]  # for the report only: every reducer reads this file
     data = json.dumps(chosen, sort_keys=True).encode()
     storage.create_exclusive(url, data, options)  # the first reducer's choice stands
     return json.loads(storage.read_bytes(url, options))  # type: ignore[no-any-return]
@@ -142,49 +151,66 @@ def _add_storage(into: dict[str, Any], snap: dict[str, Any]) -> None:
         into[key] = into.get(key, 0) + snap.get(key, 0)
 
 
+def collect_waves(plan: Plan, options: StorageOptions) -> list[WaveMarkers]:
+    """The markers of every wave of the job, with the chosen attempt of each task that
+    has a committed one."""
+    waves: list[WaveMarkers] = []
+    for s, step in enumerate(plan.steps):
+        maps = plan.map_count(s)
+        shapes = [(MAP, maps)] + ([(REDUCE, step.reducers)] if step.reducers else [])
+        for wave, tasks in shapes:
+            committed, failed = list_markers(plan, s, wave, options)
+            chosen = {i: choose(rs) for i, rs in committed.items()}
+            waves.append(WaveMarkers(s, wave, tasks, committed, failed, chosen))
+    return waves
+
+
 def summarize(
     plan: Plan, options: StorageOptions, extra: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], list[TaskResult]]:
     """The job's ``_SUCCESS`` summary from the markers, and the chosen final tasks."""
+    return _summarize(plan, collect_waves(plan, options), extra, time.time())
+
+
+def _summarize(
+    plan: Plan, waves: list[WaveMarkers], extra: dict[str, Any] | None, finished: float
+) -> tuple[dict[str, Any], list[TaskResult]]:
     extra = dict(extra or {})
     counters: dict[str, dict[str, int]] = {}
     moved: dict[str, Any] = {"requests": {}, "bytes_read": 0, "bytes_written": 0}
     for snap in extra.pop("storage", []):
         _add_storage(moved, snap)
-    steps_out: list[dict[str, Any]] = []
+    steps_out: list[dict[str, Any]] = [
+        {"step": s, "maps": plan.map_count(s), "reduces": step.reducers}
+        for s, step in enumerate(plan.steps)
+    ]
     attempts = failed_attempts = 0
     failures: list[dict[str, Any]] = []
     records_in = 0
     bad_examples: list[str] = []
     final: list[TaskResult] = []
-    maps_per_step = [plan.map_count(s) for s in range(len(plan.steps))]
-    for s, step in enumerate(plan.steps):
-        stat: dict[str, Any] = {"step": s, "maps": maps_per_step[s], "reduces": step.reducers}
-        waves = [(MAP, maps_per_step[s])] + ([(REDUCE, step.reducers)] if step.reducers else [])
-        for wave, tasks in waves:
-            committed, failed = list_markers(plan, s, wave, options)
-            chosen = _chosen(committed, s, wave, tasks)
-            attempts += sum(len(v) for v in committed.values()) + len(failed)
-            failed_attempts += len(failed)
-            failures.extend(failed)
-            for r in chosen:
-                _add_counters(counters, r.counters)
-                _add_storage(moved, r.storage)
-            if chosen:
-                stat[f"{wave}_seconds"] = round(
-                    max(r.finished for r in chosen) - min(r.started for r in chosen), 3
-                )
-            if s == 0 and wave == MAP:
-                records_in = sum(
-                    r.counters.get("kubemr", {}).get("map_input_records", 0) for r in chosen
-                )
-                bad_examples = [e for r in chosen for e in r.bad_records][:10]
-            if s == len(plan.steps) - 1:
-                final = chosen
-        steps_out.append(stat)
+    for w in waves:
+        s, wave, stat = w.step, w.wave, steps_out[w.step]
+        chosen = _chosen(w.committed, s, wave, w.tasks)
+        attempts += sum(len(v) for v in w.committed.values()) + len(w.failed)
+        failed_attempts += len(w.failed)
+        failures.extend(w.failed)
+        for r in chosen:
+            _add_counters(counters, r.counters)
+            _add_storage(moved, r.storage)
+        if chosen:
+            stat[f"{wave}_seconds"] = round(
+                max(r.finished for r in chosen) - min(r.started for r in chosen), 3
+            )
+        if s == 0 and wave == MAP:
+            records_in = sum(
+                r.counters.get("kubemr", {}).get("map_input_records", 0) for r in chosen
+            )
+            bad_examples = [e for r in chosen for e in r.bad_records][:10]
+        if s == len(plan.steps) - 1:
+            final = chosen  # the reduce wave comes after the map wave of its step
     kub = counters.get("kubemr", {})
     started = extra.pop("started", None)
-    finished = time.time()
     summary: dict[str, Any] = {
         "status": "succeeded",
         "job": plan.job_name,
@@ -228,8 +254,12 @@ def summarize(
 def commit_job(
     plan: Plan, options: StorageOptions, claim: OutputClaim, extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Publish the chosen part files and write ``_SUCCESS``; return the summary."""
-    summary, final = summarize(plan, options, extra)
+    """Publish the chosen part files, write the report and ``_SUCCESS``; return the
+    summary."""
+    waves = collect_waves(plan, options)
+    finished = time.time()
+    started = (extra or {}).get("started")
+    summary, final = _summarize(plan, waves, extra, finished)
     skipped = summary["bad_records"]["skipped"]
     if skipped > plan.skip_bad_records:
         raise JobFailed(
@@ -243,5 +273,22 @@ def commit_job(
             )
         )
     parts = [(r.output_url, plan.published_part_url(r.index)) for r in final]
-    publish(claim, parts, summary)
+    report = job_report(
+        plan,
+        waves,
+        status="succeeded",
+        started=started if started is not None else epoch(plan.created),
+        finished=finished,
+        input=summary["input"],
+        output={
+            "url": plan.output_url,
+            "bytes": summary["output"]["bytes"],
+            "records": summary["output"]["records"],
+            "files": len(final),
+        },
+        steps=summary["steps"],
+        local_slots=(extra or {}).get("workers"),
+    )
+    summary["report"] = report_summary(report)
+    publish(claim, parts, summary, report)
     return summary

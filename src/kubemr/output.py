@@ -6,6 +6,7 @@ Layout of an output directory (local or ``s3://``)::
     out/_kubemr-job.json            the owning run: job id, host, pid, state, heartbeat
     out/_temporary/<job-id>/part-N  final part files as tasks write them
     out/part-00000 ...              published by the owning run at commit
+    out/_REPORT.json                the job report (kubemr.report.records), just before
     out/_SUCCESS                    written last, only when every part is published
 
 Tasks never write final names: a worker left over from a killed run can only write under
@@ -37,6 +38,7 @@ from kubemr.storage.local import local_path
 
 JOB_RECORD = "_kubemr-job.json"
 SUCCESS = "_SUCCESS"
+REPORT = "_REPORT.json"
 HEARTBEAT_SECONDS = 20.0
 """How often a running job refreshes its record in object storage."""
 STALE_AFTER_SECONDS = 90.0
@@ -44,7 +46,7 @@ STALE_AFTER_SECONDS = 90.0
 
 _PART = re.compile(r"part-\d{5,}\Z")
 # LocalStore's temp files: ".<name>.<random>.tmp" beside the file being written.
-_LOCAL_TEMP = re.compile(r"\.(part-\d{5,}|_SUCCESS|_kubemr-job\.json)\.[^/]*\.tmp\Z")
+_LOCAL_TEMP = re.compile(r"\.(part-\d{5,}|_SUCCESS|_REPORT\.json|_kubemr-job\.json)\.[^/]*\.tmp\Z")
 
 
 def is_kubemr_file(relative: str) -> bool:
@@ -55,7 +57,7 @@ def is_kubemr_file(relative: str) -> bool:
     if "/" in relative:
         return False
     return (
-        relative in (SUCCESS, JOB_RECORD)
+        relative in (SUCCESS, REPORT, JOB_RECORD)
         or _PART.match(relative) is not None
         or _LOCAL_TEMP.match(relative) is not None
     )
@@ -413,8 +415,10 @@ class OutputClaim:
                 f"output {self.output} is not empty ({len(existing)} files of an earlier "
                 "kubemr run): choose another directory, or pass --overwrite to replace them"
             )
-        # The earlier output must not look complete while this run works.
+        # The earlier output must not look complete while this run works, nor keep a
+        # report of another run.
         self.store.delete(storage.join(self.output, SUCCESS))
+        self.store.delete(storage.join(self.output, REPORT))
 
     # -- while running -----------------------------------------------------------------
     def check_owner(self) -> None:
@@ -510,8 +514,15 @@ def _describe(record: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- commit
 
 
-def publish(claim: OutputClaim, parts: list[tuple[str, str]], summary: dict[str, Any]) -> None:
-    """Move the chosen part files into place, remove older kubemr files, write _SUCCESS.
+def publish(
+    claim: OutputClaim,
+    parts: list[tuple[str, str]],
+    summary: dict[str, Any],
+    report: dict[str, Any] | None = None,
+) -> None:
+    """Move the chosen part files into place, remove older kubemr files, write the
+    report (``_REPORT.json``) and then ``_SUCCESS``: an output with ``_SUCCESS`` has
+    its report.
 
     ``parts`` are ``(staged_url, final_url)`` pairs. Only the run holding ``claim`` gets
     here; it checks it still does before the first byte is published.
@@ -526,7 +537,8 @@ def publish(claim: OutputClaim, parts: list[tuple[str, str]], summary: dict[str,
         rel = info.url[len(prefix) :]
         if info.url in keep or rel in (JOB_RECORD,):
             continue
-        if rel.split("/", 1)[0] == STAGING or _PART.match(rel) or _LOCAL_TEMP.match(rel):
+        stale = rel == REPORT and report is None  # else replaced below
+        if stale or rel.split("/", 1)[0] == STAGING or _PART.match(rel) or _LOCAL_TEMP.match(rel):
             store.delete(info.url)
     if not claim.remote:
         # Empty staging directories of this and earlier runs.
@@ -534,6 +546,12 @@ def publish(claim: OutputClaim, parts: list[tuple[str, str]], summary: dict[str,
 
         shutil.rmtree(os.path.join(local_path(claim.output), STAGING), ignore_errors=True)
     claim.check_owner()
+    if report is not None:
+        storage.write_bytes(
+            storage.join(claim.output, REPORT),
+            json.dumps(report, separators=(",", ":")).encode(),
+            claim.options,
+        )
     storage.write_bytes(
         storage.join(claim.output, SUCCESS),
         json.dumps(summary, indent=2).encode(),

@@ -7,14 +7,23 @@ partition of each map output with one ranged read. Objects grow with M, not M x 
 
 Memory: the collector estimates the bytes it holds and spills a sorted run to local
 disk when it passes its budget; the final output merges the runs.
+
+Key sample: while the final output is written, every Nth pair of each sorted partition
+(N chosen so that at most :data:`SAMPLE_KEYS` are kept) has its key sampled. Equal keys
+sit next to each other in a sorted partition, so a key seen k times in the sample has
+about k x N records; the most frequent go into the task's marker for the job report's
+view of reduce-side skew. The sample costs a slice per block and a pass over at most
+``SAMPLE_KEYS`` keys per partition: nothing per record.
 """
 
 from __future__ import annotations
 
 import bisect
 import dis
+import heapq
 import inspect
 import itertools
+import json
 import os
 import sys
 import tempfile
@@ -380,14 +389,23 @@ def write_run(
     return PartitionIndex(offsets, records, raw_sizes, list(classes))
 
 
-def write_stream(out: BinaryIO, partitions: list[Iterable[tuple[Any, Any]]]) -> PartitionIndex:
-    """Like :func:`write_run` for partitions that arrive as (sorted) iterators."""
+def write_stream(
+    out: BinaryIO,
+    partitions: list[Iterable[tuple[Any, Any]]],
+    samples: list[list[Any]] | None = None,
+    strides: list[int] | None = None,
+) -> PartitionIndex:
+    """Like :func:`write_run` for partitions that arrive as (sorted) iterators.
+
+    With ``samples`` and ``strides``: the key of every ``strides[p]``-th pair of
+    partition ``p`` is appended to ``samples[p]``.
+    """
     offsets = [0]
     records: list[int] = []
     raw_sizes: list[int] = []
     classes: list[str] = []
     pos = 0
-    for part in partitions:
+    for p, part in enumerate(partitions):
         raw_total = 0
         count = 0
         cls = KEY_CLASS_EMPTY
@@ -397,6 +415,9 @@ def write_stream(out: BinaryIO, partitions: list[Iterable[tuple[Any, Any]]]) -> 
             if not piece:
                 break
             keys = [kv[0] for kv in piece]
+            if samples is not None and strides is not None:
+                stride = strides[p]
+                samples[p].extend(keys[(-count) % stride :: stride])
             cls = merge_key_classes([cls, key_class(keys)])
             block, raw = encode_block(keys, [kv[1] for kv in piece])
             out.write(block)
@@ -655,6 +676,68 @@ def fold_records_into(
                     _fold_one(acc, k, v, name)
 
 
+# --------------------------------------------------------------------------- key sample
+
+SAMPLE_KEYS = 256
+"""At most this many keys are sampled from each partition of a map task's output."""
+SAMPLE_TOP = 10
+"""Keys kept per partition in a task's marker: the most frequent of its sample."""
+SAMPLE_PARTITIONS = 100
+"""Partitions of one map task whose top keys are kept (its largest): bounds a marker."""
+KEY_TEXT_CHARS = 100
+"""A sampled key is kept as JSON text (``repr`` when not JSON) of at most this length."""
+
+
+def sample_stride(records: int) -> int:
+    """Sample every Nth pair of a partition of ``records`` pairs: N, for at most
+    :data:`SAMPLE_KEYS` keys."""
+    return max(1, -(-records // SAMPLE_KEYS))
+
+
+def key_text(key: Any) -> str:
+    """A key as the report shows it: JSON text, else its ``repr``, cut to
+    :data:`KEY_TEXT_CHARS` (ending in "…" when cut)."""
+    try:
+        text = json.dumps(key, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(key)
+    if len(text) > KEY_TEXT_CHARS:
+        text = text[: KEY_TEXT_CHARS - 1] + "…"
+    return text
+
+
+def top_sampled_keys(keys: list[Any], stride: int) -> list[list[Any]]:
+    """The most frequent keys of a sorted partition's sample (every ``stride``-th key)
+    as ``[key_text, estimated_records]``, most frequent first. Only keys sampled at least
+    twice: one sighting says nothing about a key's share."""
+    runs: list[tuple[int, int, Any]] = []
+    at = 0
+    for key, group in itertools.groupby(keys):  # sorted: equal keys are adjacent
+        n = sum(1 for _ in group)
+        if n >= 2:
+            runs.append((n, -at, key))  # ties: the first in key order
+        at += n
+    best = heapq.nlargest(SAMPLE_TOP, runs, key=itemgetter(0, 1))
+    return [[key_text(key), n * stride] for n, _, key in best]
+
+
+def sample_summary(
+    samples: list[list[Any]], strides: list[int], records: list[int]
+) -> list[list[Any]]:
+    """A map task's key sample as its marker keeps it: ``[partition, top keys]`` for its
+    :data:`SAMPLE_PARTITIONS` largest partitions (by records) with a key sampled twice."""
+    order = sorted(range(len(samples)), key=lambda p: -records[p])[:SAMPLE_PARTITIONS]
+    out: list[list[Any]] = []
+    for p in sorted(order):
+        try:
+            top = top_sampled_keys(samples[p], strides[p])
+        except Exception:  # keys whose == or repr fails: the sample is only a report
+            continue
+        if top:
+            out.append([p, top])
+    return out
+
+
 # --------------------------------------------------------------------------- collector
 
 
@@ -704,6 +787,8 @@ class MapCollector:
         self.output_records = 0
         self.output_records_counted = True  # False once a path that skips counting ran
         self.spilled_records = 0
+        self.spilled_bytes = 0  # written to local disk as spilled runs
+        self.key_sample: list[list[Any]] = []  # see sample_summary; set by write()
         self._mapper: Any = None  # the last mapper seen, and whether it yields only pairs
         self._trusted = False
         self._unchecked = False  # plain mode holds items no one has checked are pairs
@@ -965,22 +1050,35 @@ class MapCollector:
         with open(path, "wb", buffering=1 << 20) as fh:
             index = write_run(fh, parts, classes)
         self.spilled_records += sum(index.records)
+        self.spilled_bytes += index.offsets[-1]
         self._runs.append(SpillRun(path, index))
 
     def write(self, out: BinaryIO) -> PartitionIndex:
-        """Write the task's final shuffle output: all partitions, sorted, combined."""
+        """Write the task's final shuffle output: all partitions, sorted, combined; its
+        key sample goes to :attr:`key_sample`."""
         try:
             if not self._runs:
                 parts, classes = self._sorted_partitions()
-                return write_run(out, parts, classes)
-            if self.entries():
-                self._spill()
-            merged = [self._merged(p) for p in range(self.num_partitions)]
-            try:
-                return write_stream(out, merged)
-            finally:
-                for stream in merged:
-                    stream.close()  # closes its spill files, even after a failure
+                strides = [sample_stride(len(part)) for part in parts]
+                samples = [[kv[0] for kv in part[::stride]] for part, stride in zip(parts, strides)]
+                index = write_run(out, parts, classes)
+            else:
+                if self.entries():
+                    self._spill()
+                # Combining only shrinks a partition: the runs' records bound its size.
+                upper = [
+                    sum(r.index.records[p] for r in self._runs) for p in range(self.num_partitions)
+                ]
+                strides = [sample_stride(n) for n in upper]
+                samples = [[] for _ in range(self.num_partitions)]
+                merged = [self._merged(p) for p in range(self.num_partitions)]
+                try:
+                    index = write_stream(out, merged, samples, strides)
+                finally:
+                    for stream in merged:
+                        stream.close()  # closes its spill files, even after a failure
+            self.key_sample = sample_summary(samples, strides, index.records)
+            return index
         finally:
             self.close()
 

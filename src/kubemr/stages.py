@@ -32,6 +32,7 @@ from kubemr.options import check_options
 from kubemr.output import OutputClaim
 from kubemr.plan import Plan
 from kubemr.planning import Planner, new_plan, resolve_inputs
+from kubemr.report.records import workers_entry
 from kubemr.spec import JobCode, MapReduceJobSpec
 from kubemr.storage import StorageOptions
 from kubemr.versions import check_code_digest, mismatch, remember_sources
@@ -112,6 +113,9 @@ def plan_stage(plan_input: dict[str, Any]) -> dict[str, Any]:
         "input_bytes": inputs.total_bytes,
         "skipped_inputs": inputs.skipped,
         "warnings": warnings,
+        # For the job report: a wave's most pods and what each asks for (requests the
+        # installation's template defaults add are not visible here).
+        "workers": workers_entry(spec.workers.max, spec.template.resources.requests),
     }
     planner = Planner(
         job_cls,

@@ -5,6 +5,9 @@ output under an attempt-scoped name, and commits by writing a small marker last
 (``steps/<s>/tasks/<wave>-<n>/<attempt>.json``). A failed attempt writes a
 ``<attempt>.failed.json`` with the root cause instead. Readers only trust committed
 attempts, so a retried or duplicated attempt is never counted twice.
+
+Both markers carry the attempt's record (:mod:`kubemr.results`): its start and end, the
+worker and node, its I/O, CPU seconds and peak memory.
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ import itertools
 import json
 import os
 import pickle
+import resource
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
@@ -128,6 +134,47 @@ def write_json(url: str, data: Any, options: StorageOptions) -> None:
 # --------------------------------------------------------------------------- entry point
 
 
+@dataclass(frozen=True)
+class AttemptStart:
+    """Where an attempt's measures start: wall clock, the process's CPU time, and its
+    storage counters."""
+
+    wall: float
+    cpu: float
+    stats: dict[str, Any]
+
+    @classmethod
+    def now(cls) -> AttemptStart:
+        """From now: an attempt in a process that runs many (the local pool)."""
+        return cls(time.time(), time.process_time(), all_stats())
+
+    @classmethod
+    def of_process(cls) -> AttemptStart:
+        """From this process's start: the one attempt of a worker pod, whose record
+        then starts when its container did and counts the start-up it paid for."""
+        return cls(process_start_time(), 0.0, {})
+
+
+def process_start_time() -> float:
+    """When this process started (epoch seconds), from ``/proc/self/stat``; now where
+    that cannot be read."""
+    try:
+        with open("/proc/self/stat", "rb") as fh:
+            stat = fh.read()
+        # Field 22, counted after the parenthesised command name (which may hold spaces).
+        ticks = int(stat[stat.rindex(b")") + 2 :].split()[19])
+        since_boot = ticks / os.sysconf("SC_CLK_TCK")
+        return time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - since_boot)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.time()
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak resident memory so far (``ru_maxrss``)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # Linux: KiB
+
+
 def run_task(
     plan_url: str,
     step: int,
@@ -136,15 +183,16 @@ def run_task(
     attempt: str,
     progress: ProgressFn | None = None,
     spill_dir: str | None = None,
+    since: AttemptStart | None = None,
 ) -> TaskResult:
     """Run one attempt; commit it and return its result, or raise :class:`TaskError`.
 
     :class:`~kubemr.errors.Interrupted` (SIGTERM to a pod) is recorded as a failed
     attempt and raised again, so the process exits as terminated, not as failed.
+    ``since``: where the attempt's time, CPU and storage counters start (default: now).
     """
     started = time.monotonic()
-    started_wall = time.time()
-    stats_before = all_stats()
+    since = since or AttemptStart.now()
     options: StorageOptions | None = None
     plan: Plan | None = None
     name = f"{wave} {index}"
@@ -160,10 +208,14 @@ def run_task(
         task = runner(plan, options, job, step_fns, step, index, attempt, progress, spill_dir)
         result = task.run()
         result.seconds = time.monotonic() - started
-        result.started = started_wall
-        result.finished = time.time()
-        result.worker = worker_name()
-        result.storage = stats_delta(stats_before, all_stats())
+        facts = attempt_facts(since)
+        result.started = facts["started"]
+        result.finished = facts["finished"]
+        result.worker = facts["worker"]
+        result.node = facts["node"]
+        result.cpu_seconds = facts["cpu_seconds"]
+        result.peak_rss_bytes = facts["peak_rss_bytes"]
+        result.storage = facts["storage"]
         write_json(plan.marker_url(step, wave, index, attempt), result.to_json(), options)
         return result
     except Interrupted as exc:
@@ -173,7 +225,7 @@ def run_task(
             )
             with contextlib.suppress(Exception):
                 url = plan.marker_url(step, wave, index, attempt, failed=True)
-                write_json(url, failure.to_json(), options)
+                write_json(url, failure_marker(failure, step, wave, index, since), options)
         raise
     except (Exception, SystemExit, KeyboardInterrupt) as exc:
         # SystemExit and KeyboardInterrupt too: an attempt ends in a failure marker and a
@@ -182,19 +234,39 @@ def run_task(
         if plan is not None and options is not None:
             try:
                 url = plan.marker_url(step, wave, index, attempt, failed=True)
-                write_json(url, failure.to_json(), options)
+                write_json(url, failure_marker(failure, step, wave, index, since), options)
             except Exception:
                 pass  # the failure itself is what matters; the marker is best effort
         raise TaskError(failure) from None
 
 
-def worker_name() -> str:
-    """Who ran an attempt: the pod (with its node) or this host's process."""
+def attempt_facts(since: AttemptStart) -> dict[str, Any]:
+    """Where and when an attempt ran and what it used, from ``since`` to now."""
+    pod, node = worker_name()
+    return {
+        "started": since.wall,
+        "finished": time.time(),
+        "worker": pod,
+        "node": node,
+        "cpu_seconds": round(time.process_time() - since.cpu, 6),
+        "peak_rss_bytes": peak_rss_bytes(),
+        "storage": stats_delta(since.stats, all_stats()),
+    }
+
+
+def failure_marker(
+    failure: TaskFailure, step: int, wave: str, index: int, since: AttemptStart
+) -> dict[str, Any]:
+    """A failed attempt's marker: its root cause, the task, and the attempt's record."""
+    return {**failure.to_json(), "step": step, "wave": wave, "index": index, **attempt_facts(since)}
+
+
+def worker_name() -> tuple[str, str | None]:
+    """Who ran an attempt: the pod and its node, or this host's process (no node)."""
     pod = os.environ.get("KUBEMR_POD_NAME")
     if pod:
-        node = os.environ.get("KUBEMR_NODE_NAME")
-        return f"{pod}@{node}" if node else pod
-    return f"{socket.gethostname()}:{os.getpid()}"
+        return pod, os.environ.get("KUBEMR_NODE_NAME") or None
+    return f"{socket.gethostname()}:{os.getpid()}", None
 
 
 def stats_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -358,6 +430,9 @@ class _MapTask(_TaskBase):
             self.counters[UNDECODABLE_LINES] = reader.undecodable_lines
         result.counters = self.all_counters()
         result.bad_records = list(reader.bad_examples)
+        result.records_in = self.counters.get("map_input_records", 0)
+        result.bytes_in = self.counters.get("map_input_bytes", 0)
+        result.bytes_out = result.output_bytes
         return result
 
     def _with_offsets(self, split: Split) -> Split:
@@ -567,7 +642,11 @@ class _MapTask(_TaskBase):
         self.counters["map_spilled_records"] = collector.spilled_records
         self.counters["shuffle_records"] = sum(index.records)
         self.counters["shuffle_bytes"] = size
-        return TaskResult(self.step, MAP, self.index, self.attempt, url, size, index, {}, 0.0)
+        result = TaskResult(self.step, MAP, self.index, self.attempt, url, size, index, {}, 0.0)
+        result.records_out = sum(index.records)
+        result.spill_bytes = collector.spilled_bytes
+        result.key_sample = collector.key_sample
+        return result
 
     def _run_map_only(self, reader: SplitReader, split: Split) -> TaskResult:
         # NaN keys pass through here: a map-only step neither sorts nor groups its keys, so
@@ -591,7 +670,9 @@ class _MapTask(_TaskBase):
         self.counters["map_output_records"] = sink.records
         self.counters["output_records"] = sink.records
         self.counters["output_bytes"] = size
-        return TaskResult(self.step, MAP, self.index, self.attempt, url, size, None, {}, 0.0)
+        result = TaskResult(self.step, MAP, self.index, self.attempt, url, size, None, {}, 0.0)
+        result.records_out = sink.records
+        return result
 
 
 class _PairSink:
@@ -723,6 +804,11 @@ class _ReduceTask(_TaskBase):
         self.counters["reduce_spilled_to_disk"] = 0 if in_memory else 1
         result = TaskResult(self.step, REDUCE, r, self.attempt, url, size, None, {}, 0.0)
         result.counters = self.all_counters()
+        fetched = sum(end - start for _, start, end, _ in segments)
+        result.records_in = self.counters.get("reduce_input_records", 0)
+        result.records_out = sink.records
+        result.bytes_in = result.shuffle_bytes_fetched = fetched
+        result.bytes_out = size
         return result
 
     # -- fetching ------------------------------------------------------------------------

@@ -219,6 +219,7 @@ def test_s3_output_is_owned_published_at_commit_and_kept_apart(minio, s3_bucket)
     pairs, keys = read_s3_output(client, s3_bucket, "out/")
     assert dict(pairs) == expected()
     assert sorted(keys) == [
+        "out/_REPORT.json",
         "out/_SUCCESS",
         "out/_kubemr-job.json",
         "out/part-00000",

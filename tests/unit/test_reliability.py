@@ -120,6 +120,7 @@ def test_overwrite_replaces_only_an_earlier_kubemr_output(tmp_path, data) -> Non
     out = tmp_path / "out"
     first = kubemr.run(jobs.WordCount, inputs=[str(data)], output=str(out), reducers=3)
     assert sorted(os.listdir(out)) == [
+        "_REPORT.json",
         "_SUCCESS",
         "_kubemr-job.json",
         "part-00000",
@@ -133,7 +134,7 @@ def test_overwrite_replaces_only_an_earlier_kubemr_output(tmp_path, data) -> Non
     second = kubemr.run(
         jobs.WordCount, inputs=[str(data)], output=str(out), reducers=1, overwrite=True
     )
-    assert sorted(os.listdir(out)) == ["_SUCCESS", "_kubemr-job.json", "part-00000"]
+    assert sorted(os.listdir(out)) == ["_REPORT.json", "_SUCCESS", "_kubemr-job.json", "part-00000"]
     assert read_parts(out) == {"a": 2, "b": 4, "c": 6}
     assert json.loads((out / "_SUCCESS").read_text())["job_id"] == second["job_id"]
 

@@ -150,7 +150,13 @@ def test_non_empty_output_is_refused_unless_overwrite(tmp_path, text_input) -> N
     with pytest.raises(OutputError, match=r"not empty.*--overwrite"):
         kubemr.run(jobs.WordCount, inputs=[text_input], output=str(out))
     kubemr.run(jobs.WordCount, inputs=[text_input], output=str(out), overwrite=True, reducers=2)
-    assert sorted(os.listdir(out)) == ["_SUCCESS", "_kubemr-job.json", "part-00000", "part-00001"]
+    assert sorted(os.listdir(out)) == [
+        "_REPORT.json",
+        "_SUCCESS",
+        "_kubemr-job.json",
+        "part-00000",
+        "part-00001",
+    ]
 
 
 def test_unpicklable_key_fails_before_tasks(tmp_path, text_input) -> None:

@@ -38,7 +38,7 @@ from kubemr.errors import (
 )
 from kubemr.results import MAP, REDUCE
 from kubemr.storage import StorageError, StorageOptions
-from kubemr.task import TaskError, run_task
+from kubemr.task import AttemptStart, TaskError, run_task
 
 TERMINATION_LOG = "/dev/termination-log"
 LOG_TAIL_BYTES = 1 << 20
@@ -110,7 +110,10 @@ def _run(work: str, match: re.Match[str], index: int, attempt: str) -> dict[str,
         return commit_stage(work)
     wave = MAP if match.group(2) == "map" else REDUCE
     step = int(match.group(3))
-    result = run_task(storage.join(work, "plan.json"), step, wave, index, attempt)
+    # This process runs one attempt: its record starts when the process (the container)
+    # did, and counts the start-up's CPU too.
+    since = AttemptStart.of_process()
+    result = run_task(storage.join(work, "plan.json"), step, wave, index, attempt, since=since)
     kub = result.counters.get("kubemr", {})
     return {
         "records_in": kub.get("map_input_records", kub.get("reduce_input_records", 0)),

@@ -206,10 +206,26 @@ class WorkerPool:
         self.queue.close()
 
 
-def record_failure(plan: Plan, stage: Stage, index: int, failure: TaskFailure) -> None:
+def record_failure(
+    plan: Plan, stage: Stage, index: int, failure: TaskFailure, submitted: float
+) -> None:
+    """The failure marker of an attempt whose process died before it could write one.
+    What the process measured died with it: the attempt ran between its submission and
+    now (``started_estimated``), and its CPU and memory are unknown (0)."""
     url = plan.marker_url(stage.step, stage.kind.value, index, failure.attempt, failed=True)
+    marker = {
+        **failure.to_json(),
+        "step": stage.step,
+        "wave": stage.kind.value,
+        "index": index,
+        "started": submitted,
+        "started_estimated": True,
+        "finished": time.time(),
+        "worker": "",
+        "node": None,
+    }
     with contextlib.suppress(Exception):
-        write_json(url, failure.to_json(), StorageOptions(s3_endpoint=plan.s3_endpoint))
+        write_json(url, marker, StorageOptions(s3_endpoint=plan.s3_endpoint))
 
 
 class LocalExecutor:
@@ -240,13 +256,14 @@ class LocalExecutor:
         reporter.wave_started(stage.label(steps), count, total_bytes)
         results: dict[int, TaskResult] = {}
         attempts = dict.fromkeys(range(count), 0)
-        pending: dict[Future[TaskResult], tuple[int, int]] = {}
+        pending: dict[Future[TaskResult], tuple[int, int, float]] = {}
 
         def submit(index: int) -> None:
             attempts[index] += 1
             attempt = f"a{attempts[index]}"
+            submitted = time.time()
             fut, generation = pool.submit(plan_url, step, wave, index, attempt)
-            pending[fut] = (index, generation)
+            pending[fut] = (index, generation, submitted)
 
         for index in range(count):
             submit(index)
@@ -257,7 +274,7 @@ class LocalExecutor:
             while pending:
                 done, _ = wait(list(pending), timeout=0.5, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    index, generation = pending.pop(fut)
+                    index, generation, submitted = pending.pop(fut)
                     try:
                         result = fut.result()
                     except TaskError as exc:
@@ -274,7 +291,7 @@ class LocalExecutor:
                         pool.restart(generation)
                         # The process could not record its own failure: the driver does,
                         # as the controller learns of a pod that died.
-                        record_failure(plan, stage, index, failure)
+                        record_failure(plan, stage, index, failure, submitted)
                         self._failed(failure, attempts[index], submit, index)
                         continue
                     results[index] = result
