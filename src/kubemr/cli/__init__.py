@@ -9,6 +9,7 @@ from kubemr.cli import controller as controller_cmd
 from kubemr.cli import crd as crd_cmd
 from kubemr.cli import describe as describe_cmd
 from kubemr.cli import logs as logs_cmd
+from kubemr.cli import report as report_cmd
 from kubemr.cli import run as run_cmd
 from kubemr.cli import status as status_cmd
 from kubemr.cli import submit as submit_cmd
@@ -29,6 +30,7 @@ app.command("list", cls=OneLineCommand)(status_cmd.list_jobs)
 app.command("describe", cls=OneLineCommand)(describe_cmd.describe)
 app.command("logs", cls=OneLineCommand)(logs_cmd.logs)
 app.command("cancel", cls=OneLineCommand)(cancel_cmd.cancel)
+app.command("report", cls=OneLineCommand)(report_cmd.report)
 app.command("worker")(worker_cmd.worker)
 app.command("crd")(crd_cmd.crd)
 app.command("controller")(controller_cmd.controller)

@@ -17,8 +17,10 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from kubemr import api, spec, storage
+from kubemr.cli import report as report_cmd
 from kubemr.cli.choices import InputFormat, OutputFormat, choices
 from kubemr.cli.exits import ExitCode, for_signal
+from kubemr.cli.report import REPORT_HELP
 from kubemr.errors import Interrupted, JobFailed, KubemrError, OptionError
 from kubemr.formats import UNDECODABLE_LINES
 from kubemr.job import MapReduce
@@ -161,6 +163,7 @@ def run(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the _SUCCESS summary as JSON on stdout.")
     ] = False,
+    report: Annotated[bool, typer.Option("--report", help=REPORT_HELP)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     help_: HelpFlag = False,
 ) -> None:
@@ -214,6 +217,8 @@ def run(
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     if not quiet:
         _print_summary(summary)
+    if report or not quiet:
+        report_cmd.after_job(output, StorageOptions(s3_endpoint=s3_endpoint), write=report)
 
 
 def _print_summary(summary: dict) -> None:

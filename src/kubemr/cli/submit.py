@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from kubemr.cli import report as report_cmd
 from kubemr.cli.choices import InputFormat, OutputFormat, PullPolicy
 from kubemr.cli.exits import ExitCode
 from kubemr.cli.kubeopts import (
@@ -27,6 +28,7 @@ from kubemr.cli.kubeopts import (
     timeout_seconds,
 )
 from kubemr.cli.output import ResourceFormat, dump, name_of
+from kubemr.cli.report import REPORT_HELP
 from kubemr.cli.run import DecodeErrors, HelpFlag, job_argument
 from kubemr.cli.submit_spec import (
     JOB_PLACEHOLDER,
@@ -228,6 +230,7 @@ def submit(
             "yaml (with --wait: as it ended).",
         ),
     ] = ResourceFormat.name,
+    report: Annotated[bool, typer.Option("--report", help=REPORT_HELP)] = False,
     quiet: Quiet = False,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
@@ -316,6 +319,9 @@ def submit(
         code_ = report_end(ended, quiet=quiet, hint=hint)
         if code_ == ExitCode.OK and not quiet:
             _note_undecodable(ended)
+        if code_ == ExitCode.OK and (report or not quiet):
+            storage_ = user_storage(spec.storage.endpoint)
+            report_cmd.after_job(spec.output, storage_, write=report)
     raise typer.Exit(code_)
 
 
