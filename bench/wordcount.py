@@ -31,7 +31,7 @@ import psutil
 
 import kubemr
 from bench.peers.plain import ranges, read_chunks
-from bench.wordcount_jobs import BatchWordCount, WordCount, mapper
+from bench.wordcount_jobs import BatchWordCount, PyCombinerWordCount, WordCount, mapper
 from kubemr.datagen import zipf_text
 from kubemr.sizes import parse_size
 
@@ -126,10 +126,11 @@ CONTENDERS = {
     "plain-1proc": plain_1proc,
     "plain-Nproc": plain_nproc,
     "kubemr-record": kubemr_job(WordCount),
+    "kubemr-pycombiner": kubemr_job(PyCombinerWordCount),
     "counter-Nproc": counter_nproc,
     "kubemr-batch": kubemr_job(BatchWordCount),
 }
-BASELINE = {"kubemr-record": "plain-Nproc", "kubemr-batch": "counter-Nproc"}
+BASELINE = {"kubemr-record": "plain-Nproc", "kubemr-pycombiner": "plain-Nproc", "kubemr-batch": "counter-Nproc"}
 
 
 def main(argv: list[str] | None = None) -> None:

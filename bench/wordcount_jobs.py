@@ -25,3 +25,15 @@ class WordCount(kubemr.MapReduce):
 class BatchWordCount(kubemr.MapReduce):
     reducer = kubemr.SUM
     mapper_batch = staticmethod(batch_mapper)
+
+
+class PyCombinerWordCount(kubemr.MapReduce):
+    """The way most users (and every mrjob port) write it: Python combiner and reducer."""
+
+    mapper = staticmethod(mapper)
+
+    def combiner(self, word, counts):
+        yield word, sum(counts)
+
+    def reducer(self, word, counts):
+        yield word, sum(counts)

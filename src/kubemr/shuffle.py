@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter, ne
 from typing import Any, BinaryIO
 
+from kubemr import combiners
 from kubemr.errors import Interrupted
 from kubemr.formats import BLOCK_RECORDS, encode_block, iter_blocks
 from kubemr.job import Aggregate
@@ -171,6 +172,10 @@ def _check_item(item: Any, role: str) -> None:
     they only call it for an item that is not a tuple)."""
     if not is_pair(item):
         raise NotAPairError(item, role)
+
+
+def _check_mapper_item(item: Any) -> None:
+    _check_item(item, "mapper")
 
 
 def check_pairs(pairs: list[Any], role: str = "mapper") -> None:
@@ -751,9 +756,11 @@ class SpillRun:
 class MapCollector:
     """Collects one map task's output pairs under a memory budget.
 
-    Three modes, picked from the step: an ``Aggregate`` combiner keeps one accumulator
-    per key; a Python combiner keeps a list of values per key and calls the combiner
-    when the lists grow; no combiner keeps the pairs as they come.
+    Four modes, picked from the step: an ``Aggregate`` combiner keeps one accumulator
+    per key; a Python combiner proven to be ``yield key, sum(values)`` folds the values
+    as they come (:mod:`kubemr.combiners`); any other Python combiner keeps a list of
+    values per key and calls the combiner when the lists grow; no combiner keeps the
+    pairs as they come.
 
     A Python combiner is applied to the whole buffer at once, when the buffer passes
     its budget and before each spill and the final write (skipped when nothing came in
@@ -774,11 +781,14 @@ class MapCollector:
     where: str = "the map task"  # what failures of the combiner hooks name
 
     def __post_init__(self) -> None:
-        self.mode = (
-            "aggregate"
-            if isinstance(self.combiner, Aggregate)
-            else ("combine" if self.combiner is not None else "plain")
-        )
+        if isinstance(self.combiner, Aggregate):
+            self.mode = "aggregate"
+        elif self.combiner is None:
+            self.mode = "plain"
+        elif combiners.is_sum_combiner(self.combiner):
+            self.mode = "sum"
+        else:
+            self.mode = "combine"
         self._acc: dict[Any, Any] = {}
         self._pairs: list[tuple[Any, Any]] = []
         self._entry_bytes = 0.0  # estimated bytes per buffered entry
@@ -816,6 +826,11 @@ class MapCollector:
         elif mode == "aggregate":
             fold_records_into(self._acc, records, mapper, self.combiner.name, trusted)
             self.output_records_counted = False
+        elif mode == "sum":
+            check = None if trusted else _check_mapper_item
+            combiners.fold_records(self._acc, records, mapper, table_key, check)
+            self.output_records_counted = False
+            self._uncombined = True
         else:
             pairs = itertools.chain.from_iterable(map(mapper, records))
             self._feed_groups(pairs, None if trusted else "mapper")
@@ -846,6 +861,9 @@ class MapCollector:
                 pairs = _checked_list(pairs, "mapper_batch")
             if self.mode == "aggregate":
                 self._feed_aggregate(pairs)
+            elif self.mode == "sum":
+                self.output_records += combiners.fold_pairs(self._acc, pairs, table_key)
+                self._uncombined = True
             else:
                 self._feed_groups(pairs)
 
@@ -945,6 +963,9 @@ class MapCollector:
         """One application of the combiner to the whole buffer, inside its hooks."""
         if not self._uncombined:
             return  # combined already: nothing new to combine (nor to run hooks for)
+        if self.mode == "sum":
+            self._combine_sums()
+            return
         groups = self._acc
         combined: dict[Any, list[Any]] = {}
         where = self.where
@@ -975,6 +996,31 @@ class MapCollector:
         self._values = sum(map(len, combined.values()))
         self._uncombined = False
 
+    def _combine_sums(self) -> None:
+        """Sum mode's application: the folded keys are their combiner's output already;
+        the combiner itself runs on the keys that hold lists, inside its hooks."""
+        hooks = self.combiner_init is not None or self.combiner_final is not None
+        self._uncombined = False
+        if not hooks and not combiners.holds_lists(self._acc):
+            return
+        folded = self._acc
+        where = self.where
+        checks = {"grouped": True, "hashed": True}
+
+        def pairs() -> Iterator[tuple[Any, Any]]:
+            yield from hook_pairs(self.combiner_init, "combiner_init", where, **checks)
+            for key, held in folded.items():
+                if type(held) is not combiners.SumValues:
+                    yield key, held
+                elif len(held) == 1:
+                    yield key, held[0]
+                else:
+                    yield from self._call_combiner(given_key(key), held)
+            yield from hook_pairs(self.combiner_final, "combiner_final", where, **checks)
+
+        self._acc = {}
+        combiners.fold_pairs(self._acc, pairs(), table_key)
+
     def _call_combiner(self, key: Any, values: list[Any]) -> list[tuple[Any, Any]]:
         try:
             out = list(self.combiner(key, iter(values)))
@@ -1003,6 +1049,10 @@ class MapCollector:
                 check_pairs(pairs)
         elif self.mode == "aggregate":
             pairs = list(self._acc.items())
+            self._acc = {}
+        elif self.mode == "sum":
+            self._combine_in_place()
+            pairs = list(combiners.as_pairs(self._acc))
             self._acc = {}
         else:
             self._combine_in_place()
