@@ -130,7 +130,11 @@ CONTENDERS = {
     "counter-Nproc": counter_nproc,
     "kubemr-batch": kubemr_job(BatchWordCount),
 }
-BASELINE = {"kubemr-record": "plain-Nproc", "kubemr-pycombiner": "plain-Nproc", "kubemr-batch": "counter-Nproc"}
+BASELINE = {
+    "kubemr-record": "plain-Nproc",
+    "kubemr-pycombiner": "plain-Nproc",
+    "kubemr-batch": "counter-Nproc",
+}
 
 
 def main(argv: list[str] | None = None) -> None:
