@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
+import operator
 import os
 import re
 import socket
@@ -70,6 +72,7 @@ def staging_url(output: str, job_id: str) -> str:
 # --------------------------------------------------------------------------- protocols
 
 # json.dumps with its defaults, as mrjob's JSONProtocol writes (non-ASCII escaped).
+_second = operator.itemgetter(1)
 _ascii_json = json.JSONEncoder().encode
 _utf8_json = json.JSONEncoder(ensure_ascii=False).encode
 
@@ -121,9 +124,11 @@ class TextProtocol:
     format = "text"
 
     def write(self, key: Any, value: Any) -> str:
+        _refuse_bytes((key, value), self.format)
         return "\t".join([f"{x}" for x in (key, value) if x is not None])
 
     def lines(self, pairs: list[tuple[Any, Any]]) -> str:
+        _refuse_bytes(itertools.chain.from_iterable(pairs), self.format)
         write = self.write  # only for a None key or value: the common line is inline
         return "".join(
             [
@@ -140,10 +145,22 @@ class TextValueProtocol:
     format = "raw-value"
 
     def write(self, key: Any, value: Any) -> str:
+        _refuse_bytes((value,), self.format)
         return "" if value is None else f"{value}"
 
     def lines(self, pairs: list[tuple[Any, Any]]) -> str:
+        _refuse_bytes(map(_second, pairs), self.format)
         return "".join(["\n" if v is None else f"{v}\n" for _, v in pairs])
+
+
+def _refuse_bytes(items: Iterable[Any], fmt: str) -> None:
+    """A text format would write ``str(b"...")``, the repr, in place of the bytes: refuse
+    it, as mrjob's text protocols do. One pass over the types in C per batch of lines."""
+    if bytes in set(map(type, items)):
+        raise TypeError(
+            f"the {fmt} output format writes text, and a key or value is bytes: decode it "
+            "in the job (value.decode(...), with the errors= handler that suits the data)"
+        )
 
 
 # mrjob's names for the same protocols (on Python 3, Raw* are its Text* classes).

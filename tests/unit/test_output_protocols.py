@@ -195,6 +195,20 @@ def test_text_leaves_out_none_as_mrjob_raw_protocol_does(tmp_path) -> None:
     assert lines[PAIRS.index(["key only", None])] == "key only"
 
 
+@pytest.mark.parametrize("protocol", [RawValueProtocol, RawProtocol])
+def test_text_formats_refuse_bytes_instead_of_writing_their_repr(protocol) -> None:
+    # str(b"caf\xe9") is "b'caf\\xe9'": a text format would write that in place of the
+    # bytes, without a word. mrjob's text protocols refuse bytes too.
+    with pytest.raises(TypeError, match=r"writes text, and a key or value is bytes: decode"):
+        protocol().lines([("k", "fine"), ("k", b"caf\xe9")])
+    with pytest.raises(TypeError, match="bytes"):
+        protocol().write("k", b"caf\xe9")
+    if protocol is RawProtocol:
+        with pytest.raises(TypeError, match="bytes"):
+            protocol().lines([(b"key", "value")])
+    assert protocol().lines([("k", "caf\xe9")]).endswith("caf\xe9\n")
+
+
 CSV_PROTOCOL = """
     import csv
     import io
