@@ -20,6 +20,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 import pytest
@@ -190,13 +191,30 @@ def controller(start_controller: Callable[..., ControllerProcess]) -> Controller
     return start_controller()
 
 
-@pytest.fixture
-def ns(kube: Any, installed: None) -> Iterator[str]:
+@contextmanager
+def new_namespace(kube: Any, prefix: str) -> Iterator[str]:
+    """A namespace of its own (``<prefix>-<random>``), deleted afterwards."""
     core = client.CoreV1Api(kube.api_client())
-    name = f"mr-{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
     core.delete_namespace(name)
+
+
+@contextmanager
+def running_controller(controller_kubeconfig: str, log_dir: Any) -> Iterator[ControllerProcess]:
+    """A controller for a module's jobs; stopped afterwards, having been refused nothing."""
+    proc = ControllerProcess(controller_kubeconfig, str(log_dir / "controller.log")).start()
+    yield proc
+    proc.stop()
+    # Every request it made was allowed by manifests/rbac.yaml.
+    assert "forbidden" not in proc.log().lower(), proc.log()[-3000:]
+
+
+@pytest.fixture
+def ns(kube: Any, installed: None) -> Iterator[str]:
+    with new_namespace(kube, "mr") as name:
+        yield name
 
 
 # -- resources --------------------------------------------------------------------------------

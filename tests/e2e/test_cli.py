@@ -33,7 +33,15 @@ from kubemr.executors.k8s.manifests import GROUP, KIND, LABEL_JOB, PLURAL, VERSI
 from kubemr.versions import runtime_versions
 from tests.e2e import support
 from tests.e2e.datajobs import WORDCOUNT
-from tests.e2e.support import Cluster, ControllerProcess, kubectl, token_kubeconfig, wait_for
+from tests.e2e.support import (
+    Cluster,
+    ControllerProcess,
+    kubectl,
+    new_namespace,
+    running_controller,
+    token_kubeconfig,
+    wait_for,
+)
 from tests.support import ROOT, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -76,23 +84,16 @@ class Slow(kubemr.MapReduce):
 # -- the cluster, the controller, storage -------------------------------------------------
 @pytest.fixture(scope="module")
 def cli_ns(kube: Any, installed: None) -> Iterator[str]:
-    core = client.CoreV1Api(kube.api_client())
-    name = f"cli-{uuid.uuid4().hex[:8]}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    yield name
-    core.delete_namespace(name)
+    with new_namespace(kube, "cli") as name:
+        yield name
 
 
 @pytest.fixture(scope="module")
 def cli_controller(
     controller_kubeconfig: str, tmp_path_factory: Any
 ) -> Iterator[ControllerProcess]:
-    log = str(tmp_path_factory.mktemp("controller") / "controller.log")
-    proc = ControllerProcess(controller_kubeconfig, log).start()
-    yield proc
-    proc.stop()
-    # Every request it made was allowed by manifests/rbac.yaml.
-    assert "forbidden" not in proc.log().lower(), proc.log()[-3000:]
+    with running_controller(controller_kubeconfig, tmp_path_factory.mktemp("controller")) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")

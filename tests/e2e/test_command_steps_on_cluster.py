@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +18,7 @@ from kubernetes import client
 
 from kubemr.cli.exits import ExitCode
 from tests.e2e import support
-from tests.e2e.support import ControllerProcess
+from tests.e2e.support import ControllerProcess, new_namespace, running_controller
 from tests.support import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -52,22 +51,16 @@ def objects() -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def cmd_ns(kube: Any, installed: None) -> Iterator[str]:
-    core = client.CoreV1Api(kube.api_client())
-    name = f"cmd-{uuid.uuid4().hex[:8]}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    yield name
-    core.delete_namespace(name)
+    with new_namespace(kube, "cmd") as name:
+        yield name
 
 
 @pytest.fixture(scope="module")
 def cmd_controller(
     controller_kubeconfig: str, tmp_path_factory: Any
 ) -> Iterator[ControllerProcess]:
-    log = str(tmp_path_factory.mktemp("controller") / "controller.log")
-    proc = ControllerProcess(controller_kubeconfig, log).start()
-    yield proc
-    proc.stop()
-    assert "forbidden" not in proc.log().lower(), proc.log()[-3000:]
+    with running_controller(controller_kubeconfig, tmp_path_factory.mktemp("controller")) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +81,7 @@ def store(kube: Any, cmd_ns: str, minio: Any) -> Any:
     return minio
 
 
-def kubemr(kube: Any, minio: Any, *args: str) -> subprocess.CompletedProcess[str]:
+def kubemr(kube: Any, minio: Any, *args: str, cwd: Any = ROOT) -> subprocess.CompletedProcess[str]:
     """``python -m kubemr`` as a user runs it: the admin's kubeconfig, MinIO's credentials
     and endpoint in the environment."""
     env = {
@@ -100,7 +93,7 @@ def kubemr(kube: Any, minio: Any, *args: str) -> subprocess.CompletedProcess[str
     env["KUBECONFIG"] = kube.kubeconfig
     return subprocess.run(
         [sys.executable, "-m", "kubemr", *args],
-        capture_output=True, text=True, timeout=400, env=env, cwd=ROOT,
+        capture_output=True, text=True, timeout=400, env=env, cwd=cwd,
     )  # fmt: skip
 
 
@@ -122,9 +115,15 @@ def test_the_grep_port_on_the_cluster_writes_what_kubemr_run_and_grep_write(
         "submit", GREP, "--name", "grep",
         "--input", f"s3://{BUCKET}/text/", "--output", f"s3://{BUCKET}/out/grep",
         "-n", cmd_ns, "--storage-secret", SECRET, "--s3-endpoint", store.endpoint,
-        "--worker-command", WORKER, *flags, "--wait", "-o", "json",
+        "--worker-command", WORKER, *flags, "--wait", "-o", "json", "--report",
+        cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == ExitCode.OK, proc.stderr[-4000:]
+    # --report: the page and the picture, read from the output with the user's credentials.
+    (page,) = tmp_path.glob("*-report.html")
+    assert page.read_text().count("<svg") >= 2 and "wrote the report" in proc.stderr
+    (picture,) = tmp_path.glob("*-report.png")
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     status = json.loads(proc.stdout)["status"]
     assert status["phase"] == "Succeeded", status
     cluster = stored(store, "out/grep")

@@ -32,7 +32,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ from kubernetes import client
 from kubemr.cli.exits import ExitCode
 from kubemr.formats import UNDECODABLE_LINES
 from tests.e2e import support
-from tests.e2e.support import Cluster, ControllerProcess
+from tests.e2e.support import Cluster, ControllerProcess, new_namespace, running_controller
 from tests.support import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -382,22 +381,16 @@ def lines_at(data: bytes) -> list[tuple[int, bytes]]:
 # -- the cluster, the controller, storage ----------------------------------------------------
 @pytest.fixture(scope="module")
 def api_ns(kube: Any, installed: None) -> Iterator[str]:
-    core = client.CoreV1Api(kube.api_client())
-    name = f"api-{uuid.uuid4().hex[:8]}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    yield name
-    core.delete_namespace(name)
+    with new_namespace(kube, "api") as name:
+        yield name
 
 
 @pytest.fixture(scope="module")
 def api_controller(
     controller_kubeconfig: str, tmp_path_factory: Any
 ) -> Iterator[ControllerProcess]:
-    log = str(tmp_path_factory.mktemp("controller") / "controller.log")
-    proc = ControllerProcess(controller_kubeconfig, log).start()
-    yield proc
-    proc.stop()
-    assert "forbidden" not in proc.log().lower(), proc.log()[-3000:]
+    with running_controller(controller_kubeconfig, tmp_path_factory.mktemp("controller")) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")
