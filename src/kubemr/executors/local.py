@@ -33,6 +33,9 @@ from kubemr.task import TaskError, run_task, write_json
 EXIT_DRIVER_GONE = 70
 """How a worker exits when its driver process is gone."""
 
+PROGRESS_SECONDS = 0.2
+"""How often the driver reads the workers' progress while a wave runs."""
+
 
 _progress_queue: Any = None
 
@@ -173,16 +176,6 @@ class WorkerPool:
         self.pool = self._new_pool()
         self.generation += 1
 
-    def drain_progress(self, reporter: Reporter, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                nbytes, records = self.queue.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            except (EOFError, OSError):
-                return
-            reporter.advance(nbytes, records)
-
     def flush_progress(self, reporter: Reporter) -> None:
         for _ in itertools.count():
             try:
@@ -267,12 +260,12 @@ class LocalExecutor:
 
         for index in range(count):
             submit(index)
-        stop = threading.Event()
-        drainer = threading.Thread(target=pool.drain_progress, args=(reporter, stop), daemon=True)
-        drainer.start()
         try:
             while pending:
-                done, _ = wait(list(pending), timeout=0.5, return_when=FIRST_COMPLETED)
+                # Progress is read between waits, not by a thread: a thread blocked on the
+                # queue held the end of every wave back by up to its poll interval.
+                done, _ = wait(list(pending), timeout=PROGRESS_SECONDS, return_when=FIRST_COMPLETED)
+                pool.flush_progress(reporter)
                 for fut in done:
                     index, generation, submitted = pending.pop(fut)
                     try:
@@ -302,8 +295,6 @@ class LocalExecutor:
             pool.shutdown_now()
             raise
         finally:
-            stop.set()
-            drainer.join()
             pool.flush_progress(reporter)
         reporter.wave_finished()
         self._last = [results[i] for i in range(count)]
