@@ -50,7 +50,8 @@ class Options(BaseModel):
     (they are in ``self.params`` either way).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: the validator is built when options are first checked, not at import.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class _FileMarker:

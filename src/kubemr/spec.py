@@ -315,6 +315,9 @@ class _Model(BaseModel):
         populate_by_name=True,
         extra="forbid",
         validate_assignment=True,
+        # Validators are built at first use: a worker that never validates a spec does
+        # not pay for building every model at import.
+        defer_build=True,
     )
 
     @classmethod
