@@ -16,6 +16,32 @@ from kubemr.loader import load_job_class
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# A word count without a combiner, so the shuffle holds one record per word (a frequent
+# word is a hot key). The line "trigger" fails its map task's first attempt: a marker
+# file, at the path given as ``marker`` (pods on this machine share it), says whether it
+# was tried. With KUBEMR_TEST_FAIL set, the line "always" fails every attempt.
+SKEWED_RETRIED = """
+import os
+import kubemr
+
+MARKER = {marker!r}
+
+
+class Skewed(kubemr.MapReduce):
+    def mapper(self, line):
+        if line == "trigger" and not os.path.exists(MARKER):
+            open(MARKER, "w").close()
+            raise ValueError("the first attempt of this task fails")
+        if line == "always" and os.environ.get("KUBEMR_TEST_FAIL"):
+            raise ValueError("this run fails")
+        for word in line.split():
+            yield word, 1
+
+    def reducer(self, key, values):
+        yield key, sum(values)
+"""
+
+
 def job_file(tmp_path: Path, source: str, name: str = "job.py") -> str:
     """``source`` (dedented) written as ``tmp_path/name``; returns its path."""
     path = tmp_path / name

@@ -24,32 +24,13 @@ from kubemr.report.records import FORMAT, load_report
 from kubemr.storage import StorageOptions
 from tests.e2e import support
 from tests.e2e.support import Cluster, ControllerProcess
+from tests.jobfiles import SKEWED_RETRIED
 from tests.support import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
 globals().update({name: getattr(support, name) for name in support.FIXTURES})
 
-# The line "trigger" fails the first attempt of its map task (a marker file on this
-# machine, which kubestack's pods share, says whether it was tried).
-SOURCE = """
-import os
-import kubemr
-
-MARKER = {marker!r}
-
-
-class Skewed(kubemr.MapReduce):
-    def mapper(self, line):
-        if line == "trigger" and not os.path.exists(MARKER):
-            open(MARKER, "w").close()
-            raise ValueError("the first attempt of this task fails")
-        for word in line.split():
-            yield word, 1
-
-    def reducer(self, key, values):
-        yield key, sum(values)
-"""
 
 LINES = ["hot hot" if i % 3 else f"k{i % 31} hot" for i in range(600)] + ["trigger"]
 
@@ -90,7 +71,7 @@ def test_attempts_match_their_pods(
             "spec": {
                 "inputs": [f"s3://{bucket}/in/*.txt"],
                 "output": f"s3://{bucket}/out",
-                "job": {"source": SOURCE.format(marker=str(tmp_path / "tried"))},
+                "job": {"source": SKEWED_RETRIED.format(marker=str(tmp_path / "tried"))},
                 "reducers": 2,
                 "maxAttempts": 2,
                 "storage": {

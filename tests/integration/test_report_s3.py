@@ -14,30 +14,10 @@ import pytest
 
 from kubemr.errors import JobFailed, OutputError
 from kubemr.report.records import FORMAT, load_report
-from tests.jobfiles import job_file, run_file
+from tests.jobfiles import SKEWED_RETRIED, job_file, run_file
 
 pytestmark = pytest.mark.integration
 
-SKEWED = """
-import os
-import kubemr
-
-MARKER = {marker!r}
-
-
-class Skewed(kubemr.MapReduce):
-    def mapper(self, line):
-        if line == "trigger" and not os.path.exists(MARKER):
-            open(MARKER, "w").close()
-            raise ValueError("the first attempt of this task fails")
-        if line == "always" and os.environ.get("KUBEMR_TEST_FAIL"):
-            raise ValueError("this run fails")
-        for word in line.split():
-            yield word, 1
-
-    def reducer(self, key, values):
-        yield key, sum(values)
-"""
 
 LINES = ["hot hot hot" if i % 4 else f"k{i % 97} hot" for i in range(4000)] + ["trigger"]
 WORDS = Counter(w for line in LINES for w in line.split())
@@ -54,7 +34,7 @@ def keys(client: Any, bucket: str, prefix: str) -> list[str]:
 
 @pytest.fixture
 def job(tmp_path: Path) -> str:
-    return job_file(tmp_path, SKEWED.format(marker=str(tmp_path / "tried")))
+    return job_file(tmp_path, SKEWED_RETRIED.format(marker=str(tmp_path / "tried")))
 
 
 def test_report_in_the_bucket_matches_the_job(minio, s3_bucket, job) -> None:

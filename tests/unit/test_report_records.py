@@ -27,29 +27,7 @@ from kubemr.report.records import (
 )
 from kubemr.results import TaskResult
 from kubemr.shuffle import SAMPLE_KEYS, top_sampled_keys
-from tests.jobfiles import job_file, run_file, run_worker
-
-# A mapper without a combiner, so the shuffle holds one record per word: the key "hot"
-# is half of all records. The line "trigger" fails its map task's first attempt (a
-# marker file says whether it was tried).
-SKEWED = """
-import os
-import kubemr
-
-MARKER = {marker!r}
-
-
-class Skewed(kubemr.MapReduce):
-    def mapper(self, line):
-        if line == "trigger" and not os.path.exists(MARKER):
-            open(MARKER, "w").close()
-            raise ValueError("the first attempt of this task fails")
-        for word in line.split():
-            yield word, 1
-
-    def reducer(self, key, values):
-        yield key, sum(values)
-"""
+from tests.jobfiles import SKEWED_RETRIED, job_file, run_file, run_worker
 
 LINES = ["hot hot" if i % 3 else f"k{i % 211} hot k{i % 7}" for i in range(3000)]
 LINES.insert(1700, "trigger")
@@ -60,7 +38,7 @@ WORDS = Counter(w for line in LINES for w in line.split())
 def skewed_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One run of the skewed job with a failing first attempt; the work dir kept."""
     tmp = tmp_path_factory.mktemp("skewed")
-    source = job_file(tmp, SKEWED.format(marker=str(tmp / "tried")))
+    source = job_file(tmp, SKEWED_RETRIED.format(marker=str(tmp / "tried")))
     data = tmp / "in.txt"
     data.write_text("\n".join(LINES) + "\n")
     out = tmp / "out"
