@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import itertools
 import json
 import operator
 import os
@@ -72,6 +71,7 @@ def staging_url(output: str, job_id: str) -> str:
 # --------------------------------------------------------------------------- protocols
 
 # json.dumps with its defaults, as mrjob's JSONProtocol writes (non-ASCII escaped).
+_first = operator.itemgetter(0)
 _second = operator.itemgetter(1)
 _ascii_json = json.JSONEncoder().encode
 _utf8_json = json.JSONEncoder(ensure_ascii=False).encode
@@ -124,15 +124,30 @@ class TextProtocol:
     format = "text"
 
     def write(self, key: Any, value: Any) -> str:
-        _refuse_bytes((key, value), self.format)
+        _refuse_bytes({type(key), type(value)}, self.format)
         return "\t".join([f"{x}" for x in (key, value) if x is not None])
 
     def lines(self, pairs: list[tuple[Any, Any]]) -> str:
-        _refuse_bytes(itertools.chain.from_iterable(pairs), self.format)
-        write = self.write  # only for a None key or value: the common line is inline
+        if not pairs:
+            return ""
+        keys = list(map(_first, pairs))
+        values = list(map(_second, pairs))
+        key_types = set(map(type, keys))
+        value_types = set(map(type, values))
+        _refuse_bytes(key_types | value_types, self.format)
+        # The common batches, joined in C: str() of a str is the str itself.
+        if key_types == _STR:
+            if value_types == _NONE:  # a sort's or a dedup's lines, written back
+                return "\n".join(keys) + "\n"
+            if value_types == _STR:
+                return "\n".join(map("\t".join, zip(keys, values))) + "\n"
+        elif key_types == _NONE and value_types == _STR:  # mrjob's `yield None, line`
+            return "\n".join(values) + "\n"
         return "".join(
             [
-                f"{k}\t{v}\n" if k is not None and v is not None else write(k, v) + "\n"
+                f"{k}\t{v}\n"
+                if k is not None and v is not None
+                else f"{'' if k is None else k}{'' if v is None else v}\n"
                 for k, v in pairs
             ]
         )
@@ -145,18 +160,28 @@ class TextValueProtocol:
     format = "raw-value"
 
     def write(self, key: Any, value: Any) -> str:
-        _refuse_bytes((value,), self.format)
+        _refuse_bytes({type(value)}, self.format)
         return "" if value is None else f"{value}"
 
     def lines(self, pairs: list[tuple[Any, Any]]) -> str:
-        _refuse_bytes(map(_second, pairs), self.format)
-        return "".join(["\n" if v is None else f"{v}\n" for _, v in pairs])
+        if not pairs:
+            return ""
+        values = list(map(_second, pairs))
+        value_types = set(map(type, values))
+        _refuse_bytes(value_types, self.format)
+        if value_types == _STR:
+            return "\n".join(values) + "\n"
+        return "".join(["\n" if v is None else f"{v}\n" for v in values])
 
 
-def _refuse_bytes(items: Iterable[Any], fmt: str) -> None:
+_STR = {str}
+_NONE = {type(None)}
+
+
+def _refuse_bytes(types: set[type], fmt: str) -> None:
     """A text format would write ``str(b"...")``, the repr, in place of the bytes: refuse
-    it, as mrjob's text protocols do. One pass over the types in C per batch of lines."""
-    if bytes in set(map(type, items)):
+    it, as mrjob's text protocols do. Checked on the set of types of a batch of lines."""
+    if bytes in types:
         raise TypeError(
             f"the {fmt} output format writes text, and a key or value is bytes: decode it "
             "in the job (value.decode(...), with the errors= handler that suits the data)"

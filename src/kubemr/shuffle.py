@@ -180,6 +180,8 @@ def _check_mapper_item(item: Any) -> None:
 
 def check_pairs(pairs: list[Any], role: str = "mapper") -> None:
     """Raise :class:`NotAPairError` for the first item of ``pairs`` that is not a pair."""
+    if set(map(type, pairs)) <= _TUPLE and set(map(len, pairs)) <= _TWO:
+        return  # all tuples of two, seen in two passes in C (the common case)
     for item in pairs:
         if type(item) is not tuple or len(item) != 2:
             _check_item(item, role)
@@ -189,9 +191,12 @@ def _checked_list(pairs: Iterable[Any], role: str) -> list[Any]:
     """``pairs`` as a list, checked to hold only pairs (one pass in C when they are
     all tuples, the common case)."""
     items = pairs if type(pairs) is list else list(pairs)
-    if set(map(type, items)) - {tuple} or set(map(len, items)) - {2}:
-        check_pairs(items, role)
+    check_pairs(items, role)
     return items
+
+
+_TUPLE = {tuple}
+_TWO = {2}
 
 
 def _refuse_nan_keys(pairs: list[tuple[Any, Any]], cls: str) -> None:
@@ -384,7 +389,7 @@ def write_run(
         raw_total = 0
         for i in range(0, len(part), BLOCK_RECORDS):
             piece = part[i : i + BLOCK_RECORDS]
-            block, raw = encode_block([kv[0] for kv in piece], [kv[1] for kv in piece])
+            block, raw = encode_block(list(map(_first, piece)), list(map(_second, piece)))
             out.write(block)
             pos += len(block)
             raw_total += raw
@@ -419,12 +424,12 @@ def write_stream(
             piece = list(itertools.islice(it, BLOCK_RECORDS))
             if not piece:
                 break
-            keys = [kv[0] for kv in piece]
+            keys = list(map(_first, piece))
             if samples is not None and strides is not None:
                 stride = strides[p]
                 samples[p].extend(keys[(-count) % stride :: stride])
             cls = merge_key_classes([cls, key_class(keys)])
-            block, raw = encode_block(keys, [kv[1] for kv in piece])
+            block, raw = encode_block(keys, list(map(_second, piece)))
             out.write(block)
             pos += len(block)
             raw_total += raw

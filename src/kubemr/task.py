@@ -28,7 +28,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from operator import itemgetter
+from operator import itemgetter, ne
 from typing import Any
 
 from kubemr import commit
@@ -100,6 +100,7 @@ ProgressFn = Callable[[int, int], None]  # (bytes, records) since the last call
 
 OUTPUT_BATCH = 16384
 _first = itemgetter(0)
+_second = itemgetter(1)
 
 
 class TaskError(CarriesFailure):
@@ -861,7 +862,7 @@ class _ReduceTask(_TaskBase):
         self.counters["reduce_input_records"] = len(pairs)
         # Sorted runs back to back: Timsort merges them in near-linear time.
         sort_pairs(pairs, cls)
-        self._reduce_groups(iter(pairs), cls, sink)
+        self._reduce_groups(_Counted(iter((pairs,))), cls, sink)
 
     def _reduce_external(self, segments: list[Any], cls: str, sink: _PairSink) -> None:
         """Copy each segment to local disk, then stream a k-way merge over them."""
@@ -904,7 +905,7 @@ class _ReduceTask(_TaskBase):
                 for f in files:
                     f.close()
 
-    def _reduce_groups(self, pairs: Iterator[tuple[Any, Any]], cls: str, sink: _PairSink) -> None:
+    def _reduce_groups(self, pairs: _Counted, cls: str, sink: _PairSink) -> None:
         reducer = self.fns.reducer
         sort_values = self.fns.sort_values
         pending = sink.pending
@@ -920,7 +921,7 @@ class _ReduceTask(_TaskBase):
             return
         if reducer is None and not sort_values:
             # Identity: the merged pairs are the output; only the groups are counted.
-            self.counters["reduce_input_groups"] = _pass_through(pairs, cls, sink)
+            self.counters["reduce_input_groups"] = _pass_through(pairs.batches(), cls, sink)
             return
         if reducer is None:  # identity with sorted values
             for key, values in group_sorted(pairs, cls):
@@ -933,31 +934,51 @@ class _ReduceTask(_TaskBase):
             self.counters["reduce_input_groups"] = groups
             return
         trusted = yields_only_pairs(reducer)
-        for key, values in group_sorted(pairs, cls):
-            vals = self._sorted_values(key, values) if sort_values else values
+        # Plain keys in their natural order, values as they come: itertools.groupby's
+        # groups themselves, without group_sorted's generator around them (a tenth of
+        # a reduce task whose keys are all distinct, as in a sort or a dedup).
+        grouped = cls != KEY_CLASS_MIXED and not sort_values
+        keyed: Iterable[tuple[Any, Any]] = group_sorted(pairs, cls)
+        if grouped:
+            keyed = itertools.groupby(pairs, _first)
+        elif sort_values:
+            keyed = ((k, self._sorted_values(k, vals)) for k, vals in keyed)
+        if trusted:  # the hot loop: nothing per group but the call and the batch check
+            second = _second
+            for key, values in keyed:
+                try:
+                    pending.extend(reducer(key, map(second, values) if grouped else values))
+                except Interrupted:  # a signal to the process, not an error of user code
+                    raise
+                except USER_ERRORS as exc:
+                    raise self._reducer_failure(key, exc) from exc
+                groups += 1
+                if len(pending) >= OUTPUT_BATCH:
+                    sink.flush()
+                    pending = sink.pending
+            self.counters["reduce_input_groups"] = groups
+            return
+        for key, values in keyed:
             start = len(pending)
             try:
-                pending.extend(reducer(key, vals))
-            except Interrupted:  # a signal to the process, not an error of user code
+                pending.extend(reducer(key, map(_second, values) if grouped else values))
+            except Interrupted:
                 raise
             except USER_ERRORS as exc:
-                raise UserCodeFailure(
-                    "reducer", f"reduce task {self.index}, key {key!r:.200}", exc
-                ) from exc
-            if not trusted:
-                for i in range(start, len(pending)):
-                    if not is_pair(pending[i]):
-                        raise UserCodeFailure(
-                            "reducer",
-                            f"reduce task {self.index}, key {key!r:.200}",
-                            NotAPairError(pending[i], "reducer"),
-                            raised=False,
-                        )
+                raise self._reducer_failure(key, exc) from exc
+            for i in range(start, len(pending)):
+                if not is_pair(pending[i]):
+                    raise self._reducer_failure(key, NotAPairError(pending[i], "reducer"))
             groups += 1
             if len(pending) >= OUTPUT_BATCH:
                 sink.flush()
                 pending = sink.pending
         self.counters["reduce_input_groups"] = groups
+
+    def _reducer_failure(self, key: Any, exc: Exception) -> UserCodeFailure:
+        """The reducer raised ``exc`` (or yielded what ``exc`` describes) for ``key``."""
+        where = f"reduce task {self.index}, key {key!r:.200}"
+        return UserCodeFailure("reducer", where, exc, raised=not isinstance(exc, NotAPairError))
 
     def _sorted_values(self, key: Any, values: Iterable[Any]) -> list[Any]:
         try:
@@ -983,33 +1004,41 @@ class _ReduceTask(_TaskBase):
             raise UserCodeFailure(f"reducer {self.fns.reducer!r}", where, exc) from exc
 
 
-def _pass_through(pairs: Iterable[tuple[Any, Any]], cls: str, sink: _PairSink) -> int:
-    """Write key-sorted pairs to the sink a batch at a time; return the number of keys."""
-    keyfn = order_key if cls == KEY_CLASS_MIXED else None
-    it = iter(pairs)
+def _pass_through(batches: Iterable[list[tuple[Any, Any]]], cls: str, sink: _PairSink) -> int:
+    """Write batches of key-sorted pairs to the sink as they come; return the number of
+    distinct keys (counted in C: one more wherever a key differs from the one before)."""
     groups = 0
-    last: list[Any] = []  # the previous batch's last group key, if any
-    while batch := list(itertools.islice(it, OUTPUT_BATCH)):
-        keys = itertools.groupby(map(_first, batch), keyfn)
-        group_keys = [k for k, _ in keys]
-        groups += len(group_keys) - (1 if last and last[0] == group_keys[0] else 0)
-        last = group_keys[-1:]
-        sink.pending.extend(batch)
-        sink.flush()
+    last: list[Any] = []  # the previous batch's last key, if any
+    for batch in batches:
+        if not batch:
+            continue
+        keys = list(map(_first, batch))
+        if cls == KEY_CLASS_MIXED:
+            keys = list(map(order_key, keys))
+        groups += list(map(ne, keys[1:], keys[:-1])).count(True)
+        groups += 0 if last and last[0] == keys[0] else 1
+        last = keys[-1:]
+        for i in range(0, len(batch), OUTPUT_BATCH):
+            sink.pending.extend(batch[i : i + OUTPUT_BATCH])
+            sink.flush()
     return groups
 
 
 class _Counted:
-    """The pairs of merged batches, counted a batch at a time."""
+    """The pairs of merged batches, counted a batch at a time; iterated pair by pair, or
+    batch by batch with :meth:`batches`."""
 
     def __init__(self, batches: Iterator[list[Any]]) -> None:
         self._batches = batches
         self.n = 0
 
     def __iter__(self) -> Iterator[Any]:
+        return itertools.chain.from_iterable(self.batches())
+
+    def batches(self) -> Iterator[list[Any]]:
         for batch in self._batches:
             self.n += len(batch)
-            yield from batch
+            yield batch
 
 
 def _reduce_aggregate(reducer: Aggregate, combiner: Any) -> str:
