@@ -41,7 +41,11 @@ class ChunkReplicatedJoin(ReplicatedJoin):
 
     def steps(self):
         return [
-            kubemr.MRStep(mapper_batch=self.by_country_chunk, reducer=kubemr.SUM),
+            kubemr.MRStep(
+                mapper_init=self.load_users,
+                mapper_batch=self.by_country_chunk,
+                reducer=kubemr.SUM,
+            ),
             kubemr.MRStep(mapper=self.regroup, reducer=self.both),
         ]
 

@@ -30,22 +30,28 @@ def load_countries(path: str) -> dict[str, str]:
 
 
 class ReplicatedJoin(kubemr.MapReduce):
-    """events.jsonl, read as JSON Lines, joined with the small users table, which every
-    map task loads in ``setup`` from ``--param users=PATH`` (a replicated, map-side
-    join): step 1 sums amount and events per (country, field) with the built-in SUM;
-    step 2 puts each country's two sums into one record."""
+    """events.jsonl, read as JSON Lines, joined with the small users table from
+    ``--param users=PATH`` (a replicated, map-side join), which the first step's map
+    tasks get in ``mapper_init`` with ``load_once``: read once per worker process, not
+    once per task. Step 1 sums amount and events per (country, field) with the built-in
+    SUM; step 2 puts each country's two sums into one record."""
 
     INPUT_FORMAT = "jsonl"  # records arrive parsed, as dicts
     OUTPUT_FORMAT = "tsv"
 
     def steps(self):
         return [
-            kubemr.MRStep(mapper=self.by_country, combiner=kubemr.SUM, reducer=kubemr.SUM),
+            kubemr.MRStep(
+                mapper_init=self.load_users,
+                mapper=self.by_country,
+                combiner=kubemr.SUM,
+                reducer=kubemr.SUM,
+            ),
             kubemr.MRStep(mapper=self.regroup, reducer=self.both),
         ]
 
-    def setup(self):
-        self.countries = load_countries(self.params["users"])
+    def load_users(self):
+        self.countries = self.load_once(load_countries, self.params["users"])
 
     def by_country(self, event):
         country = self.countries.get(event["user_id"])

@@ -29,7 +29,7 @@ import dataclasses
 import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -333,6 +333,44 @@ class MapReduce:
         """Add ``n`` to a counter; counters are summed over tasks into ``_SUCCESS``."""
         counters = self._counters.setdefault(group, {})
         counters[name] = counters.get(name, 0) + n
+
+    def load_once(self, loader: Callable[..., _T], *args: Any) -> _T:
+        """``loader(*args)``, computed once per worker process and job, then kept for the
+        tasks the process runs next: the small table of a replicated join, a model, a
+        dictionary, which every map task needs and which would otherwise be read again
+        by each task (``mapper_init``/``setup`` run per task).
+
+        The function and the arguments are the key, so pass a function defined once (a
+        module-level function or a method of the job) and hashable arguments, not a new
+        lambda per call. The tasks of the process share the value: treat it as
+        read-only. Outside a task (the driver's preflight) the loader simply runs.
+        """
+        key = (getattr(loader, "__func__", loader), args)
+        try:
+            hash(key)
+        except TypeError:
+            raise TypeError(
+                f"load_once({getattr(loader, '__qualname__', loader)!r}, ...): the arguments "
+                "are the cache key and must be hashable (a path, a name, a tuple)"
+            ) from None
+        if self._job_scope is None:
+            return loader(*args)
+        kept = _LOADED_ONCE
+        if kept.get("job") != self._job_scope:  # a task of another job: drop the last one's
+            kept.clear()
+            kept["job"] = self._job_scope
+        values = kept.setdefault("values", {})
+        if key not in values:
+            values[key] = loader(*args)
+        return values[key]
+
+    _job_scope: str | None = None  # the job this instance runs a task of; set by the task
+
+
+_T = TypeVar("_T")
+_LOADED_ONCE: dict[str, Any] = {}
+"""What :meth:`MapReduce.load_once` keeps in this process: the job it belongs to and the
+values by key."""
 
 
 def _defines(cls: type, name: str) -> bool:

@@ -203,6 +203,7 @@ def run_task(
         name = task_name(step, len(plan.steps), wave, index)
         job = job_cls()
         job.params = dict(plan.params)
+        job._job_scope = plan.job_id  # what load_once keeps lives as long as this job's tasks
         set_map_input(job, None)  # no input file, until a first-step map task sets its own
         step_fns = job_steps(job)[step]
         runner = _MapTask if wave == MAP else _ReduceTask
