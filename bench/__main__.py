@@ -363,6 +363,20 @@ def run_all(args: argparse.Namespace) -> int:
         "repeat": args.repeat, "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine_facts(args.engines), "jobs": {}, "scaling": {},
     }  # fmt: skip
+    os.makedirs(RESULTS, exist_ok=True)
+    # A run of some jobs or engines only goes to its own file and leaves the docs alone.
+    partial = set(args.engines) != set(ENGINES) or len(jobs) < len(JOBS)
+    name = f"peers-{args.size}{'-partial' if partial else ''}.json"
+    path = os.path.join(RESULTS, name)
+    # What is done so far, rewritten after every engine: a run of hours that is stopped
+    # keeps its figures (the file is removed when the run completes).
+    progress = path.removesuffix(".json") + ".inprogress.json"
+    results["by_size"] = {}
+
+    def save_progress() -> None:
+        _write_json(progress, results)
+
+    args.save_progress = save_progress
     failures = 0
     for job in jobs:
         data = make_data(job, size, args.data_dir)
@@ -381,20 +395,16 @@ def run_all(args: argparse.Namespace) -> int:
             row["mb_per_s"] = mb / row["seconds"]
             print(f"{job:<10} {engine:<17} {row['seconds']:8.2f} s {row['mb_per_s']:8.1f} MB/s "
                   f"peak {row['peak_mb']:7.0f} MB  ({row['runs']} runs)", flush=True)  # fmt: skip
-        base = rows.get("kubemr-record", {}).get("seconds")
-        for row in rows.values():
-            if "seconds" in row:
-                row["ratio_to_kubemr"] = row["seconds"] / base if base else None
+            results["jobs"][job] = {"input_mb": mb, "engines": rows}
+            save_progress()
+        _add_ratios(rows)
         results["jobs"][job] = {"input_mb": mb, "engines": rows}
+        results["by_size"].setdefault(str(size), {})[job] = {"input_mb": mb, "engines": rows}
         if args.sizes:
-            results["scaling"][job] = scaling(job, size, rows, args)
-    os.makedirs(RESULTS, exist_ok=True)
-    # A run of some jobs or engines only goes to its own file and leaves the docs alone.
-    partial = set(args.engines) != set(ENGINES) or len(jobs) < len(JOBS)
-    name = f"peers-{args.size}{'-partial' if partial else ''}.json"
-    path = os.path.join(RESULTS, name)
-    with open(path, "w") as fh:
-        json.dump(results, fh, indent=2)
+            results["scaling"][job] = scaling(job, size, rows, args, results["by_size"])
+        save_progress()
+    _write_json(path, results)
+    os.remove(progress)
     print(f"results in {path}")
     if args.docs and not partial:
         from bench import report
@@ -406,15 +416,33 @@ def run_all(args: argparse.Namespace) -> int:
     return 2 if failures else 0
 
 
-def scaling(job: str, size: int, rows: dict[str, Any], args: argparse.Namespace) -> dict:
-    """Time against input size, one run per size, for the engines whose time and peak
-    memory, scaled linearly from the main run, stay within --scaling-budget seconds and
-    80 % of this machine's memory."""
+def _add_ratios(rows: dict[str, Any]) -> None:
+    base = rows.get("kubemr-record", {}).get("seconds")
+    for row in rows.values():
+        if "seconds" in row:
+            row["ratio_to_kubemr"] = row["seconds"] / base if base else None
+
+
+def _write_json(path: str, data: Any) -> None:
+    with open(path + ".tmp", "w") as fh:
+        json.dump(data, fh, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def scaling(
+    job: str, size: int, rows: dict[str, Any], args: argparse.Namespace, by_size: dict
+) -> dict:
+    """Every other size of --sizes, for the engines whose time and peak memory, scaled
+    linearly from the main run, stay within --scaling-budget seconds and 80 % of this
+    machine's memory: up to --repeat runs each (the same --engine-budget), with outputs
+    checked equal as at the main size. Each size's rows go to ``by_size``; returns the
+    time-against-size curve of each engine."""
     sizes = [parse_size(s) for s in args.sizes.split(",")]
     curve: dict[str, dict[str, float]] = {}
     for s in sorted(sizes):
         data = None  # generated when the first engine runs at this size
         reference: dict[str, Any] = {}
+        sized: dict[str, Any] = {}
         for engine, row in rows.items():
             if "seconds" not in row:
                 continue
@@ -423,17 +451,36 @@ def scaling(job: str, size: int, rows: dict[str, Any], args: argparse.Namespace)
                 continue
             if row["seconds"] * s / size > args.scaling_budget:
                 print(f"{job:<10} {engine:<17} {s / 1e6:8.0f} MB skipped: too slow", flush=True)
+                sized[engine] = {"skipped": f"estimated over {args.scaling_budget:.0f} s"}
                 continue
             if row["peak_mb"] * 1e6 * s / size > 0.8 * psutil.virtual_memory().total:
                 print(f"{job:<10} {engine:<17} {s / 1e6:8.0f} MB skipped: would not fit in "
                       "memory", flush=True)  # fmt: skip
+                estimate = row["peak_mb"] * s / size / 1000
+                sized[engine] = {"skipped": f"would not fit in memory (about {estimate:.0f} GB)"}
                 continue
             data = data or make_data(job, s, args.data_dir)
-            one = measure(engine, job, data, args, 1, reference)
-            if one and "seconds" in one:
-                curve.setdefault(engine, {})[str(s)] = one["seconds"]
-                print(f"{job:<10} {engine:<17} {s / 1e6:8.0f} MB {one['seconds']:8.2f} s",
+            measured = measure(engine, job, data, args, args.repeat, reference)
+            if measured is None:
+                continue
+            sized[engine] = measured
+            if "seconds" in measured:
+                measured["mb_per_s"] = data_bytes(data) / 1e6 / measured["seconds"]
+                curve.setdefault(engine, {})[str(s)] = measured["seconds"]
+                print(f"{job:<10} {engine:<17} {s / 1e6:8.0f} MB {measured['seconds']:8.2f} s "
+                      f"peak {measured['peak_mb']:7.0f} MB  ({measured['runs']} runs)",
                       flush=True)  # fmt: skip
+            else:
+                print(f"{job:<10} {engine:<17} {s / 1e6:8.0f} MB FAILED "
+                      f"{measured['error'][:500]}", flush=True)  # fmt: skip
+            by_size.setdefault(str(s), {})[job] = {
+                "input_mb": data_bytes(data) / 1e6, "engines": sized
+            }  # fmt: skip
+            args.save_progress()
+        _add_ratios(sized)
+        if s != size and data is not None:
+            by_size.setdefault(str(s), {})[job] = {"input_mb": data_bytes(data) / 1e6,
+                                                   "engines": sized}  # fmt: skip
     return curve
 
 
