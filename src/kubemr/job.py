@@ -295,6 +295,9 @@ class MapReduce:
         ``if __name__ == "__main__": WordCount.run()`` makes ``python wc.py -i IN -o OUT
         [--workers N ...] [-p NAME=VALUE ...]`` work, with the same flags and exit codes.
         ``args`` defaults to the command line."""
+        from kubemr.executors import forkserver
+
+        forkserver.start()  # the worker pool's imports, while the command line's run
         from kubemr.cli.run import run_itself
 
         run_itself(cls, args)

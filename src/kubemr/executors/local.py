@@ -24,6 +24,7 @@ from typing import Any
 
 from kubemr.coordinator import Stage
 from kubemr.errors import JobFailed, TaskFailure
+from kubemr.executors import forkserver
 from kubemr.plan import Plan, task_name
 from kubemr.progress import Reporter
 from kubemr.results import TaskResult
@@ -142,7 +143,7 @@ class WorkerPool:
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self.ctx = _WorkerContext()
-        self.ctx.set_forkserver_preload(["kubemr.task", "kubemr.executors.local"])
+        self.ctx.set_forkserver_preload(forkserver.PRELOAD)
         self.queue = self.ctx.Queue()
         self.generation = 0
         self.pool = self._new_pool()
