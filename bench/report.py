@@ -56,13 +56,79 @@ def machine(results: dict) -> str:
     return line + "."
 
 
+PEER_FRAMEWORKS = ("spark", "dask", "lithops", "mrjob")
+TIMES = "\u00d7"  # the multiplication sign of ratios
+KUBEMR_BEST = ("kubemr-record", "kubemr-batch")  # the forms the goals compare
+
+
+def _sizes(results: dict) -> list[tuple[int, dict]]:
+    """(size in bytes, {job: {input_mb, engines}}) for every size of the run, smallest
+    first; a results file from before sizes were timed alike has only its main size."""
+    by_size = results.get("by_size") or {str(_size_bytes(results)): results["jobs"]}
+    return sorted(((int(size), jobs) for size, jobs in by_size.items()), key=lambda kv: kv[0])
+
+
+def _timed(data: dict) -> dict[str, dict]:
+    return {e: r for e, r in data["engines"].items() if "seconds" in r}
+
+
+def _best_kubemr(rows: dict[str, dict]) -> tuple[str, float] | None:
+    timed = [(rows[e]["seconds"], e) for e in KUBEMR_BEST if e in rows]
+    if not timed:
+        return None
+    seconds, engine = min(timed)
+    return engine, seconds
+
+
+def goals(results: dict) -> str:
+    """The performance goals, each measured in this run: met or by how much it is missed."""
+    out = ["| goal | size | measured | met |", "| --- | --- | --- | --- |"]
+    for size, jobs in _sizes(results):
+        for job, data in jobs.items():
+            rows = _timed(data)
+            best = _best_kubemr(rows)
+            peers = [(rows[e]["seconds"], e) for e in PEER_FRAMEWORKS if e in rows]
+            if best and peers:
+                seconds, peer = min(peers)
+                ratio = seconds / best[1]
+                out.append(
+                    f"| faster than every peer framework: {job} | {_mb(size)} | "
+                    f"{best[0]} {_seconds(best[1])}, fastest peer {peer} {_seconds(seconds)} "
+                    f"({ratio:.2f}{TIMES}) | {'yes' if ratio > 1 else 'no'} |"
+                )
+    for size, jobs in _sizes(results):
+        rows = _timed(jobs.get("wordcount", {"engines": {}}))
+        if "kubemr-record" in rows and "plain-Nproc" in rows:
+            ratio = rows["kubemr-record"]["seconds"] / rows["plain-Nproc"]["seconds"]
+            out.append(
+                f"| per-record word count with built-ins within 1.10{TIMES} of the hand-inlined "
+                f"plain N-process script | {_mb(size)} | kubemr-record / plain-Nproc "
+                f"{ratio:.2f}{TIMES} | {'yes' if ratio <= 1.10 else 'no'} |"
+            )
+    for size, jobs in _sizes(results):
+        rows = _timed(jobs.get("sort", {"engines": {}}))
+        best = _best_kubemr(rows)
+        if size >= PRELIMINARY and best and "coreutils" in rows:
+            gnu = rows["coreutils"]
+            ratio = best[1] / gnu["seconds"]
+            out.append(
+                f"| total sort within 1.5{TIMES} of `LC_ALL=C sort`, memory bounded | "
+                f"{_mb(size)} | {best[0]} / coreutils {ratio:.2f}{TIMES}; peak "
+                f"{rows[best[0]]['peak_mb']:.0f} MB against {gnu['peak_mb']:.0f} MB | "
+                f"{'yes' if ratio <= 1.5 else 'no'} |"
+            )
+    return "\n".join(out)
+
+
 def tables(results: dict) -> str:
     size = results["size"]
     date = results["date"][:10]
-    heading = f"### {size} per job, {results['workers']} workers, {date}"
+    sizes = _sizes(results)
+    listed = ", ".join(_mb(s) for s, _ in sizes)
+    heading = f"### {listed} per job, {results['workers']} workers, {date}"
     if _size_bytes(results) < PRELIMINARY:
         heading += " (preliminary: small input)"
-    ran = {e for data in results["jobs"].values() for e in data["engines"]}
+    ran = {e for _, jobs in sizes for data in jobs.values() for e in data["engines"]}
     missing = [e for e in ENGINE_COLORS if e not in ran]
     out = [heading, "", machine(results), ""]
     if missing:
@@ -70,30 +136,41 @@ def tables(results: dict) -> str:
     out += [
         f"Times are medians over the runs shown (at most {results.get('repeat', 3)}). "
         "MB/s: input bytes over wall time. Peak memory: the largest summed RSS of the "
-        "engine's process tree. Ratio: the engine's time over kubemr-record's (above 1: "
-        "kubemr is faster).",
+        "engine's process tree. Ratio: the engine's time over the faster of kubemr-record "
+        "and kubemr-batch (above 1: kubemr is faster).",
+        "",
+        "#### The goals, measured in this run",
+        "",
+        goals(results),
         "",
     ]
-    for job, data in results["jobs"].items():
-        out += [
-            f"#### {TITLES.get(job, job)} — {data['input_mb']:.0f} MB",
-            "",
-            "| engine | time | runs | MB/s | peak memory | time / kubemr |",
-            "| --- | --- | ---: | ---: | ---: | ---: |",
-        ]
-        ok = {e: r for e, r in data["engines"].items() if "seconds" in r}
-        failed = {e: r for e, r in data["engines"].items() if "seconds" not in r}
-        for engine, row in sorted(ok.items(), key=lambda kv: kv[1]["seconds"]):
-            ratio = f"{row['ratio_to_kubemr']:.2f}" if row.get("ratio_to_kubemr") else "—"
-            name = f"**{engine}**" if engine.startswith("kubemr") else engine
-            out.append(
-                f"| {name} | {_seconds(row['seconds'])} | {row.get('runs', 1)} | "
-                f"{row['mb_per_s']:.1f} | {row['peak_mb']:.0f} MB | {ratio} |"
-            )
-        for engine, row in failed.items():
-            reason = row["error"].splitlines()[-1][:120].replace("|", "/")
-            out.append(f"| {engine} | failed: {reason} | — | — | — | — |")
-        out.append("")
+    for job in results["jobs"]:
+        for _, jobs in sizes:
+            if job not in jobs:
+                continue
+            data = jobs[job]
+            out += [
+                f"#### {TITLES.get(job, job)} — {data['input_mb']:.0f} MB",
+                "",
+                "| engine | time | runs | MB/s | peak memory | time / kubemr |",
+                "| --- | --- | ---: | ---: | ---: | ---: |",
+            ]
+            ok = _timed(data)
+            best = _best_kubemr(ok)
+            for engine, row in sorted(ok.items(), key=lambda kv: kv[1]["seconds"]):
+                ratio = f"{row['seconds'] / best[1]:.2f}" if best else "—"
+                name = f"**{engine}**" if engine.startswith("kubemr") else engine
+                out.append(
+                    f"| {name} | {_seconds(row['seconds'])} | {row.get('runs', 1)} | "
+                    f"{row['mb_per_s']:.1f} | {row['peak_mb']:.0f} MB | {ratio} |"
+                )
+            for engine, row in data["engines"].items():
+                if engine in ok:
+                    continue
+                reason = row.get("error") or f"skipped: {row.get('skipped', 'not run')}"
+                reason = reason.splitlines()[-1][:120].replace("|", "/")
+                out.append(f"| {engine} | {reason} | — | — | — | — |")
+            out.append("")
     slug = size.replace(" ", "")
     out.append(f"![input MB/s per engine and job, {size}](img/peers-throughput-{slug}.png)")
     if any(results.get("scaling", {}).values()):
