@@ -195,3 +195,36 @@ def test_describe_shows_everything_there_is() -> None:
         "Note: pods not read: no\n",
     ):
         assert expected in text, (expected, text)
+
+
+def test_describe_shows_a_succeeded_jobs_result_and_counters() -> None:
+    resource = {
+        "metadata": {"name": "wc", "namespace": "ns", "uid": "uid",
+                     "creationTimestamp": "2026-05-01T12:00:00Z"},
+        "spec": {"inputs": ["s3://b/in/"], "output": "s3://b/out"},
+        "status": {
+            "phase": "Succeeded",
+            "result": {
+                "recordsIn": 1234567, "bytesIn": 2048, "recordsOut": 12, "filesOut": 2,
+                "bytesOut": 300,
+                "counters": {"words": {"stop": 40, "kept": 1200000},
+                             "hooks": {"mapper_init": 3}},
+            },
+        },
+    }  # fmt: skip
+    text = describe(resource, [], [], [], NOW)
+    for expected in (
+        "Result:\n",
+        "  Input:  1,234,567 records (2.0 KiB)\n",
+        "  Output: 12 records in 2 files (300 B)\n",
+        "  Counters:\n",
+        "    GROUP   NAME          VALUE\n",
+        "    hooks   mapper_init   3\n",
+        "    words   kept          1,200,000\n",
+        "    words   stop          40\n",
+    ):
+        assert expected in text, (expected, text)
+    assert text.index("    hooks") < text.index("    words   kept") < text.index("    words   stop")
+    # A job without a result (running, failed) shows no such block.
+    del resource["status"]["result"]
+    assert "Result:" not in describe(resource, [], [], [], NOW)

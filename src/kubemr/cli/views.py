@@ -181,6 +181,7 @@ def describe(
             for c in conditions
         ]
         out += _indented(render_table(["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"], rows))
+    out += _result_lines(status.get("result"))
     failure = status.get("failure")
     if failure:
         out.append("Failure:")
@@ -227,6 +228,41 @@ def describe(
     for note in notes:
         out.append(f"Note: {note}")
     return "\n".join(out) + "\n"
+
+
+def _result_lines(result: Obj | None) -> list[str]:
+    """What a succeeded job read and wrote, and its counters (group, name, value)."""
+    if not result:
+        return []
+    out = ["Result:"]
+    out += _fields(
+        [
+            (
+                "Input",
+                f"{int(result.get('recordsIn') or 0):,} records "
+                f"({format_size(int(result.get('bytesIn') or 0))})",
+            ),
+            (
+                "Output",
+                f"{int(result.get('recordsOut') or 0):,} records in "
+                f"{int(result.get('filesOut') or 0)} files "
+                f"({format_size(int(result.get('bytesOut') or 0))})",
+            ),
+        ],
+        indent="  ",
+    )
+    counters = result.get("counters") or {}
+    rows = [
+        [str(group), str(name), f"{value:,}"]
+        for group, names in sorted(counters.items())
+        if isinstance(names, dict)
+        for name, value in sorted(names.items())
+        if isinstance(value, int)
+    ]
+    if rows:
+        out.append("  Counters:")
+        out += [f"  {line}" for line in _indented(render_table(["GROUP", "NAME", "VALUE"], rows))]
+    return out
 
 
 def _workers(status: Obj) -> str | None:
