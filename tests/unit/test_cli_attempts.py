@@ -208,7 +208,7 @@ def test_describe_shows_a_succeeded_jobs_result_and_counters() -> None:
                 "recordsIn": 1234567, "bytesIn": 2048, "recordsOut": 12, "filesOut": 2,
                 "bytesOut": 300,
                 "counters": {"words": {"stop": 40, "kept": 1200000},
-                             "hooks": {"mapper_init": 3}},
+                             "hooks": {"mapper_init": 3}, "x\x1b[31m": {"y\n": 1}},
             },
         },
     }  # fmt: skip
@@ -218,13 +218,14 @@ def test_describe_shows_a_succeeded_jobs_result_and_counters() -> None:
         "  Input:  1,234,567 records (2.0 KiB)\n",
         "  Output: 12 records in 2 files (300 B)\n",
         "  Counters:\n",
-        "    GROUP   NAME          VALUE\n",
-        "    hooks   mapper_init   3\n",
-        "    words   kept          1,200,000\n",
-        "    words   stop          40\n",
+        "    GROUP    NAME          VALUE\n",
+        "    hooks    mapper_init   3\n",
+        "    words    kept          1,200,000\n",
+        "    words    stop          40\n",
+        "    x?[31m   y?            1\n",
     ):
         assert expected in text, (expected, text)
-    assert text.index("    hooks") < text.index("    words   kept") < text.index("    words   stop")
+    assert text.index("    hooks") < text.index("    words    kept") < text.index("    x?")
     # A job without a result (running, failed) shows no such block.
     del resource["status"]["result"]
     assert "Result:" not in describe(resource, [], [], [], NOW)

@@ -12,6 +12,7 @@ from kubemr.cli.output import name_of
 from kubemr.cli.tables import age, parse_time, render_table
 from kubemr.cluster.attempts import FailedAttempt
 from kubemr.cluster.resource import work_url
+from kubemr.report.analysis import printable
 from kubemr.sizes import format_size
 
 Obj = dict[str, Any]
@@ -231,7 +232,8 @@ def describe(
 
 
 def _result_lines(result: Obj | None) -> list[str]:
-    """What a succeeded job read and wrote, and its counters (group, name, value)."""
+    """What a succeeded job read and wrote, and its counters (group, name, value; the
+    names are the job's own, shown without control characters)."""
     if not result:
         return []
     out = ["Result:"]
@@ -253,7 +255,7 @@ def _result_lines(result: Obj | None) -> list[str]:
     )
     counters = result.get("counters") or {}
     rows = [
-        [str(group), str(name), f"{value:,}"]
+        [printable(str(group), 60), printable(str(name), 60), f"{value:,}"]
         for group, names in sorted(counters.items())
         if isinstance(names, dict)
         for name, value in sorted(names.items())
