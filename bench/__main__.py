@@ -32,6 +32,7 @@ from typing import Any
 
 import psutil
 
+from bench.sources import compile_sources
 from kubemr.datagen import join_tables, sort_records, zipf_text
 from kubemr.sizes import parse_size
 
@@ -353,6 +354,7 @@ def machine_facts(engines: list[str]) -> dict[str, Any]:
 
 
 def run_all(args: argparse.Namespace) -> int:
+    compile_sources()
     size = parse_size(args.size)
     jobs = JOBS if args.what == "all" else (args.what,)
     for engine in args.engines:
@@ -493,6 +495,7 @@ def profile(args: argparse.Namespace) -> int:
     bench/results/profile-<size>.json."""
     import pstats
 
+    compile_sources()
     size = parse_size(args.size)
     summary: dict[str, Any] = {"size": args.size, "date": datetime.now(UTC).isoformat()}
     for (engine, job), ref in KUBEMR_JOBS.items():

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 
+from bench.sources import compile_sources
 from kubemr.datagen import zipf_text
 from kubemr.sizes import parse_size
 
@@ -66,6 +67,7 @@ def _counts(paths: list[str]) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    compile_sources()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )

@@ -31,6 +31,7 @@ import psutil
 
 import kubemr
 from bench.peers.plain import ranges, read_chunks
+from bench.sources import compile_sources
 from bench.wordcount_jobs import BatchWordCount, PyCombinerWordCount, WordCount, mapper
 from kubemr.datagen import zipf_text
 from kubemr.sizes import parse_size
@@ -138,6 +139,7 @@ BASELINE = {
 
 
 def main(argv: list[str] | None = None) -> None:
+    compile_sources()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
