@@ -114,15 +114,21 @@ def success_line(resource: Obj) -> str:
     if started and ended:
         text += f" in {format_duration((ended - started).total_seconds())}"
     if result:
-        text += (
-            f": {int(result.get('recordsIn') or 0):,} records "
-            f"({format_size(int(result.get('bytesIn') or 0))}) in, "
-            f"{int(result.get('recordsOut') or 0):,} records in "
-            f"{int(result.get('filesOut') or 0)} files "
-            f"({format_size(int(result.get('bytesOut') or 0))}) out"
-        )
+        text += f": {_read(result)} in, {_written(result)} out"
     output = (resource.get("spec") or {}).get("output")
     return text + (f" -> {output}" if output else "")
+
+
+def _read(result: Obj) -> str:
+    """``40 records (1.2 KiB)``: what a job's ``status.result`` says it read."""
+    records, size = int(result.get("recordsIn") or 0), int(result.get("bytesIn") or 0)
+    return f"{records:,} records ({format_size(size)})"
+
+
+def _written(result: Obj) -> str:
+    """``12 records in 2 files (300 B)``: what it wrote."""
+    records, size = int(result.get("recordsOut") or 0), int(result.get("bytesOut") or 0)
+    return f"{records:,} records in {int(result.get('filesOut') or 0)} files ({format_size(size)})"
 
 
 # -- describe ----------------------------------------------------------------------------------
@@ -237,22 +243,7 @@ def _result_lines(result: Obj | None) -> list[str]:
     if not result:
         return []
     out = ["Result:"]
-    out += _fields(
-        [
-            (
-                "Input",
-                f"{int(result.get('recordsIn') or 0):,} records "
-                f"({format_size(int(result.get('bytesIn') or 0))})",
-            ),
-            (
-                "Output",
-                f"{int(result.get('recordsOut') or 0):,} records in "
-                f"{int(result.get('filesOut') or 0)} files "
-                f"({format_size(int(result.get('bytesOut') or 0))})",
-            ),
-        ],
-        indent="  ",
-    )
+    out += _fields([("Input", _read(result)), ("Output", _written(result))], indent="  ")
     counters = result.get("counters") or {}
     rows = [
         [printable(str(group), 60), printable(str(name), 60), f"{value:,}"]
