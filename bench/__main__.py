@@ -385,6 +385,9 @@ def run_all(args: argparse.Namespace) -> int:
         mb = data_bytes(data) / 1e6
         reference: dict[str, Any] = {}
         rows: dict[str, Any] = {}
+        # One entry for the job, in both views; its rows fill in as engines finish.
+        results["jobs"][job] = {"input_mb": mb, "engines": rows}
+        results["by_size"].setdefault(str(size), {})[job] = results["jobs"][job]
         for engine in args.engines:
             row = measure(engine, job, data, args, args.repeat, reference)
             if row is None:
@@ -397,11 +400,8 @@ def run_all(args: argparse.Namespace) -> int:
             row["mb_per_s"] = mb / row["seconds"]
             print(f"{job:<10} {engine:<17} {row['seconds']:8.2f} s {row['mb_per_s']:8.1f} MB/s "
                   f"peak {row['peak_mb']:7.0f} MB  ({row['runs']} runs)", flush=True)  # fmt: skip
-            results["jobs"][job] = {"input_mb": mb, "engines": rows}
             save_progress()
         _add_ratios(rows)
-        results["jobs"][job] = {"input_mb": mb, "engines": rows}
-        results["by_size"].setdefault(str(size), {})[job] = {"input_mb": mb, "engines": rows}
         if args.sizes:
             results["scaling"][job] = scaling(job, size, rows, args, results["by_size"])
         save_progress()
@@ -461,13 +461,16 @@ def scaling(
                 estimate = row["peak_mb"] * s / size / 1000
                 sized[engine] = {"skipped": f"would not fit in memory (about {estimate:.0f} GB)"}
                 continue
-            data = data or make_data(job, s, args.data_dir)
+            if data is None:
+                data = make_data(job, s, args.data_dir)
+                mb = data_bytes(data) / 1e6
+                by_size.setdefault(str(s), {})[job] = {"input_mb": mb, "engines": sized}
             measured = measure(engine, job, data, args, args.repeat, reference)
             if measured is None:
                 continue
             sized[engine] = measured
             if "seconds" in measured:
-                measured["mb_per_s"] = data_bytes(data) / 1e6 / measured["seconds"]
+                measured["mb_per_s"] = mb / measured["seconds"]
                 curve.setdefault(engine, {})[str(s)] = measured["seconds"]
                 print(f"{job:<10} {engine:<17} {s / 1e6:8.0f} MB {measured['seconds']:8.2f} s "
                       f"peak {measured['peak_mb']:7.0f} MB  ({measured['runs']} runs)",
@@ -475,14 +478,8 @@ def scaling(
             else:
                 print(f"{job:<10} {engine:<17} {s / 1e6:8.0f} MB FAILED "
                       f"{measured['error'][:500]}", flush=True)  # fmt: skip
-            by_size.setdefault(str(s), {})[job] = {
-                "input_mb": data_bytes(data) / 1e6, "engines": sized
-            }  # fmt: skip
             args.save_progress()
         _add_ratios(sized)
-        if s != size and data is not None:
-            by_size.setdefault(str(s), {})[job] = {"input_mb": data_bytes(data) / 1e6,
-                                                   "engines": sized}  # fmt: skip
     return curve
 
 
