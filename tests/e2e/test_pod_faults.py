@@ -90,20 +90,33 @@ class PodHistory:
         self.thread.start()
 
     def _run(self) -> None:
+        # Each watch resumes where the last one ended: a watch begun afresh lists the pods
+        # as they are now, and a pod that ended and was removed in between would keep its
+        # running state here for ever.
+        version: str | None = None
         while not self.stopped.is_set():
+            watcher = watch.Watch()
+            resume = {"resource_version": version} if version else {}
             try:
-                stream = watch.Watch().stream(
-                    self.core.list_namespaced_pod, self.ns,
-                    label_selector=self.selector, timeout_seconds=3,
+                stream = watcher.stream(
+                    self.core.list_namespaced_pod, self.ns, label_selector=self.selector,
+                    timeout_seconds=3, allow_watch_bookmarks=True, **resume,
                 )  # fmt: skip
                 for event in stream:
-                    pod = event["object"]
-                    with self.lock:
-                        self.last[pod.metadata.name] = pod
+                    if event["type"] != "BOOKMARK":
+                        pod = event["object"]
+                        with self.lock:
+                            self.last[pod.metadata.name] = pod
                     if self.stopped.is_set():
                         break
+                version = watcher.resource_version or version
+            except client.ApiException as exc:
+                if exc.status == 410:  # too old to resume: list again
+                    version = None
+                time.sleep(0.2)
             except Exception:
-                time.sleep(0.2)  # a new watch lists everything again
+                version = watcher.resource_version or version
+                time.sleep(0.2)
 
     def stop(self) -> None:
         self.stopped.set()
