@@ -816,6 +816,52 @@ def test_an_evicted_pod_ends_failed_with_its_disruption_target(kube, ns) -> None
         core.patch_namespaced_pod("evictee", ns, {"metadata": {"finalizers": None}})
 
 
+STOPS_SLOWLY = """
+import signal, sys, time
+
+def stop(*_):
+    time.sleep(2)  # long enough for another controller to change the pod meanwhile
+    sys.exit(3)
+
+signal.signal(signal.SIGTERM, stop)
+time.sleep(600)
+"""
+
+
+def test_a_deleted_pod_ends_failed_after_its_finalizers_changed(kube, ns) -> None:
+    """The Job controller takes its tracking finalizer off a Job's deleted pod while the
+    pod is still stopping. The node still reports the pod's end (Failed, its exit code),
+    as a kubelet writing the status alone does, instead of the pod staying Running until
+    it is gone: a status carrying the finalizers of the pod's start is refused once one
+    was taken off a pod being deleted."""
+    core = client.CoreV1Api(kube.api_client())
+    manifest = pod_manifest("unfinalized", STOPS_SLOWLY, terminationGracePeriodSeconds=30)
+    # The first stands for the Job controller's; the second keeps the pod for a look.
+    manifest["metadata"]["finalizers"] = ["kubemr.dev/test-taken", "kubemr.dev/test-keep"]
+    core.create_namespaced_pod(ns, manifest)
+    try:
+        wait_for("the pod to run", lambda: core.read_namespaced_pod("unfinalized", ns)
+                 .status.phase == "Running", 120)  # fmt: skip
+        core.delete_namespaced_pod("unfinalized", ns)
+        # A JSON patch: a merge of the list would keep the finalizer.
+        core.patch_namespaced_pod(
+            "unfinalized", ns, [{"op": "remove", "path": "/metadata/finalizers/0"}]
+        )
+
+        def ended() -> Any:
+            pod = core.read_namespaced_pod("unfinalized", ns)
+            return pod if pod.status.phase in ("Succeeded", "Failed") else None
+
+        # Well within the grace period: what ends the pod is its process, not a timeout.
+        pod = wait_for("the deleted pod to end", ended, 20)
+        assert pod.metadata.finalizers == ["kubemr.dev/test-keep"]
+        state = pod.status.container_statuses[0].state.terminated
+        assert pod.status.phase == "Failed" and state.exit_code == 3, pod.status
+        assert state.reason == "Error", state
+    finally:
+        core.patch_namespaced_pod("unfinalized", ns, {"metadata": {"finalizers": None}})
+
+
 def test_a_restarted_node_reports_the_pods_it_lost_as_failed(kube, tmp_path) -> None:
     """A killed node takes its pods' processes with it. Started again, it reports a
     restartPolicy Never pod that was running as a kubelet does for a container it cannot

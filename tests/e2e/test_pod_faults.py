@@ -198,14 +198,22 @@ def of_stage(pods: list[Any], stage: str) -> list[Any]:
     return [p for p in pods if (p.metadata.labels or {}).get(LABEL_STAGE) == stage]
 
 
-def all_ended(history: PodHistory, stage: str) -> Callable[[], bool]:
-    """A check for :func:`wait_for`: every pod of ``stage`` has ended."""
+def wait_all_ended(history: PodHistory, stage: str, timeout: float) -> None:
+    """Wait for every pod of ``stage`` to have ended; a timeout names the pods that had
+    not, as last seen."""
 
     def check() -> bool:
         pods = of_stage(history.pods(), stage)
         return bool(pods) and all(p.status.phase in ("Failed", "Succeeded") for p in pods)
 
-    return check
+    try:
+        wait_for(f"the {stage} pods to stop", check, timeout)
+    except TimeoutError as exc:
+        seen = [
+            (p.metadata.name, p.status.phase, p.metadata.deletion_timestamp, terminated(p))
+            for p in of_stage(history.pods(), stage)
+        ]
+        raise TimeoutError(f"{exc}; the pods as last seen: {seen}") from None
 
 
 def attempt_log(status: Obj, index: int, attempt: str) -> str:
@@ -351,7 +359,7 @@ def test_hanging_worker_fails_the_job_at_its_deadline(
             cluster.create(body)
             status = cluster.wait_phase(name, "Failed", timeout=150)
 
-            wait_for("the map pods to stop", all_ended(history, "map-0"), timeout=90)
+            wait_all_ended(history, "map-0", timeout=90)
             maps = of_stage(history.pods(), "map-0")
 
         failure = status["failure"]

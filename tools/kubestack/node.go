@@ -27,8 +27,10 @@ import (
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
 	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
@@ -805,10 +807,45 @@ func (p *processProvider) DeletePod(_ context.Context, pod *corev1.Pod) error {
 	}
 	p.stop(proc, grace)
 	p.finish(proc, 137, "Killed", "the pod was deleted")
+	p.writeFinalStatus(proc)
 	p.mu.Lock()
 	delete(p.pods, key)
 	p.mu.Unlock()
 	return nil
+}
+
+// writeFinalStatus writes a deleted pod's final status itself, as a patch of its status
+// alone, the way a kubelet's status manager does. virtual-kubelet sends every status as
+// a whole pod whose metadata is the node's copy from the pod's start; once the Job
+// controller has taken its tracking finalizer off the deleted pod, the API server refuses
+// that pod ("no new finalizers can be added if the object is being deleted") until the
+// pod is gone, and the exit code and reason of its container with it.
+func (p *processProvider) writeFinalStatus(proc *process) {
+	p.mu.Lock()
+	ns, name := proc.pod.Namespace, proc.pod.Name
+	// The UID makes it a precondition: never the status of a new pod of the same name.
+	patch, err := json.Marshal(map[string]any{
+		"metadata": map[string]any{"uid": proc.pod.UID},
+		"status":   proc.pod.Status,
+	})
+	p.mu.Unlock()
+	if err != nil {
+		klog.Warningf("pod %s/%s: encoding its final status: %v", ns, name, err)
+		return
+	}
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err = p.client.CoreV1().Pods(ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}, "status")
+		cancel()
+		if err == nil || apierrors.IsNotFound(err) || apierrors.IsConflict(err) || apierrors.IsInvalid(err) {
+			return
+		}
+		if attempt == 5 {
+			klog.Warningf("pod %s/%s: writing its final status: %v", ns, name, err)
+			return
+		}
+		time.Sleep(time.Duration(attempt) * 200 * time.Millisecond)
+	}
 }
 
 // mergeConditions is have with each of more replacing the one of its type, or added.
