@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
 import json
 import os
 import platform
@@ -164,6 +165,27 @@ def normalise(engine: str, job: str, out: str) -> Any:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in rows}
 
 
+def output_digest(result: Any) -> str:
+    """A fingerprint of a normalised output, kept with each engine's row: the engines of
+    a resumed run (``--resume``) are checked against those of the stopped run by it."""
+
+    def canonical(value: Any) -> Any:
+        if isinstance(value, dict):
+            return sorted((repr(k), canonical(v)) for k, v in value.items())
+        return value
+
+    return hashlib.sha256(repr(canonical(result)).encode()).hexdigest()[:16]
+
+
+def reference_of(rows: dict[str, Any]) -> dict[str, Any]:
+    """The output reference for the engines still to run, from the rows already measured:
+    the first with an output digest."""
+    for engine, row in rows.items():
+        if "output_digest" in row:
+            return {"engine": engine, "digest": row["output_digest"]}
+    return {}
+
+
 def _difference(got: Any, want: Any) -> str:
     if isinstance(got, dict) and isinstance(want, dict):
         keys = sorted((got.keys() ^ want.keys()) | {k for k in got if got[k] != want.get(k)})
@@ -300,12 +322,18 @@ def measure(
             except EngineFailed as exc:
                 return {"error": str(exc), "runs": len(times)}
             result = normalise(engine, job, out)
-            if "result" not in reference:
-                reference.update(engine=engine, result=result)
-            elif result != reference["result"]:
+            digest = output_digest(result)
+            if "digest" not in reference:
+                reference.update(engine=engine, result=result, digest=digest)
+            elif digest != reference["digest"]:
+                how = (
+                    _difference(result, reference["result"])
+                    if "result" in reference
+                    else "another output digest"
+                )
                 raise SystemExit(
                     f"{job}: {engine}'s output differs from {reference['engine']}'s "
-                    f"({_difference(result, reference['result'])}); no timing counts"
+                    f"({how}); no timing counts"
                 )
             times.append(seconds)
             peaks.append(peak)
@@ -314,7 +342,7 @@ def measure(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return {"seconds": statistics.median(times), "runs": len(times), "all_seconds": times,
-            "peak_mb": max(peaks) / 1e6}  # fmt: skip
+            "peak_mb": max(peaks) / 1e6, "output_digest": reference["digest"]}  # fmt: skip
 
 
 def _version_of(engine: str, code: str) -> str:
@@ -362,9 +390,15 @@ def run_all(args: argparse.Namespace) -> int:
             python_of(engine)  # install missing peers before anything is timed
     results: dict[str, Any] = {
         "size": args.size, "size_bytes": size, "workers": args.workers,
-        "repeat": args.repeat, "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine_facts(args.engines), "jobs": {}, "scaling": {},
+        "repeat": args.repeat, "sizes": args.sizes,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine_facts(args.engines), "jobs": {}, "scaling": {}, "by_size": {},
     }  # fmt: skip
+    if args.resume:
+        earlier = load_resumed(args.resume, results)
+        results["resumed"] = [*earlier.get("resumed", []), results["date"]]
+        results["date"] = earlier["date"]
+        results["by_size"] = earlier.get("by_size", {})
     os.makedirs(RESULTS, exist_ok=True)
     # A run of some jobs or engines only goes to its own file and leaves the docs alone.
     partial = set(args.engines) != set(ENGINES) or len(jobs) < len(JOBS)
@@ -373,7 +407,6 @@ def run_all(args: argparse.Namespace) -> int:
     # What is done so far, rewritten after every engine: a run of hours that is stopped
     # keeps its figures (the file is removed when the run completes).
     progress = path.removesuffix(".json") + ".inprogress.json"
-    results["by_size"] = {}
 
     def save_progress() -> None:
         _write_json(progress, results)
@@ -383,12 +416,17 @@ def run_all(args: argparse.Namespace) -> int:
     for job in jobs:
         data = make_data(job, size, args.data_dir)
         mb = data_bytes(data) / 1e6
-        reference: dict[str, Any] = {}
-        rows: dict[str, Any] = {}
-        # One entry for the job, in both views; its rows fill in as engines finish.
+        # One entry for the job, in both views; its rows fill in as engines finish
+        # (after those a resumed run kept).
+        kept = results["by_size"].setdefault(str(size), {}).get(job)
+        rows: dict[str, Any] = kept["engines"] if kept else {}
         results["jobs"][job] = {"input_mb": mb, "engines": rows}
-        results["by_size"].setdefault(str(size), {})[job] = results["jobs"][job]
+        results["by_size"][str(size)][job] = results["jobs"][job]
+        reference = reference_of(rows)
         for engine in args.engines:
+            if engine in rows:
+                print(f"{job:<10} {engine:<17} kept from {args.resume}", flush=True)
+                continue
             row = measure(engine, job, data, args, args.repeat, reference)
             if row is None:
                 continue
@@ -418,6 +456,20 @@ def run_all(args: argparse.Namespace) -> int:
     return 2 if failures else 0
 
 
+def load_resumed(path: str, results: dict[str, Any]) -> dict[str, Any]:
+    """The figures of a stopped run (its progress file) for this run to go on from. Both
+    must measure the same thing: the same size, sizes, workers and repeats."""
+    with open(path) as fh:
+        earlier = json.load(fh)
+    for key in ("size", "sizes", "workers", "repeat"):
+        if key in earlier and earlier[key] != results[key]:
+            raise SystemExit(
+                f"--resume {path}: that run had {key} {earlier[key]!r}, this one "
+                f"{results[key]!r}; resume it with the same options"
+            )
+    return earlier
+
+
 def _add_ratios(rows: dict[str, Any]) -> None:
     base = rows.get("kubemr-record", {}).get("seconds")
     for row in rows.values():
@@ -443,13 +495,18 @@ def scaling(
     curve: dict[str, dict[str, float]] = {}
     for s in sorted(sizes):
         data = None  # generated when the first engine runs at this size
-        reference: dict[str, Any] = {}
-        sized: dict[str, Any] = {}
+        kept = by_size.get(str(s), {}).get(job)
+        sized: dict[str, Any] = kept["engines"] if kept else {}
+        reference = reference_of(sized)
         for engine, row in rows.items():
             if "seconds" not in row:
                 continue
             if s == size:
                 curve.setdefault(engine, {})[str(s)] = row["seconds"]
+                continue
+            if engine in sized:  # measured before the run was resumed
+                if "seconds" in sized[engine]:
+                    curve.setdefault(engine, {})[str(s)] = sized[engine]["seconds"]
                 continue
             if row["seconds"] * s / size > args.scaling_budget:
                 print(f"{job:<10} {engine:<17} {s / 1e6:8.0f} MB skipped: too slow", flush=True)
@@ -629,6 +686,12 @@ def main(argv: list[str] | None = None) -> None:
         type=float,
         default=600,
         help="skip a size where an engine's estimated time exceeds this",
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="FILE",
+        help="go on from a stopped run's progress file (bench/results/"
+        "peers-<size>.inprogress.json): what it measured is kept, the rest is run",
     )
     parser.add_argument(
         "--no-docs",
