@@ -168,6 +168,12 @@ def test_kubemr_output_inside_an_input_dir_is_not_read_back(tmp_path, data) -> N
 # -- 4, 5, 11. processes, signals and two runs at once --------------------------------------
 
 
+def _default_signals() -> None:
+    # kubemr keeps a program's own signal dispositions; a test runner started under
+    # nohup would hand SIGHUP on ignored, so the command starts with the defaults.
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def _kubemr(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "kubemr", *args],
@@ -179,6 +185,7 @@ def _kubemr(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        preexec_fn=_default_signals,
         **kw,
     )
 
