@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
 import pytest
@@ -41,15 +42,20 @@ def fake_harness(monkeypatch: pytest.MonkeyPatch, tmp_path: Any, stop_after: int
     monkeypatch.setattr(harness, "data_bytes", lambda data: int(data.rsplit("-", 1)[1]))
     monkeypatch.setattr(harness, "machine_facts", lambda engines: {"cores": 2})
     monkeypatch.setattr(harness, "compile_sources", lambda: None)
+    # The peers never run here, so their virtualenvs are not installed either.
+    monkeypatch.setattr(harness, "python_of", lambda engine: sys.executable)
     monkeypatch.setattr(harness, "RESULTS", str(tmp_path))
     return calls
 
 
-def run(*extra: str) -> None:
-    argv = ["all", "--size", "1MB", "--sizes", "1MB,2MB", "--repeat", "1", "--no-docs",
+def argv(*extra: str) -> list[str]:
+    return ["all", "--size", "1MB", "--sizes", "1MB,2MB", "--repeat", "1", "--no-docs",
             "--engines", *ENGINES, *extra]  # fmt: skip
+
+
+def run(*extra: str) -> None:
     with pytest.raises(SystemExit) as done:
-        harness.main(argv)
+        harness.main(argv(*extra))
     assert done.value.code == 0
 
 
@@ -58,8 +64,7 @@ def test_a_resumed_run_measures_only_what_the_stopped_run_had_not(
 ) -> None:
     first = fake_harness(monkeypatch, tmp_path, stop_after=4)
     with pytest.raises(Stop):
-        harness.main(["all", "--size", "1MB", "--sizes", "1MB,2MB", "--repeat", "1",
-                      "--no-docs", "--engines", *ENGINES])  # fmt: skip
+        harness.main(argv())
     progress = tmp_path / "peers-1MB-partial.inprogress.json"
     assert progress.exists()
     # The word count at 1 MB by all three engines, then its first engine at 2 MB.
@@ -96,8 +101,7 @@ def test_a_run_with_other_options_is_not_resumed(
     stopped.write_text(json.dumps({"size": "1MB", "sizes": "1MB,4MB", "workers": 2,
                                    "repeat": 1, "date": "x"}))  # fmt: skip
     with pytest.raises(SystemExit, match="that run had sizes '1MB,4MB'"):
-        harness.main(["all", "--size", "1MB", "--sizes", "1MB,2MB", "--repeat", "1",
-                      "--workers", "2", "--no-docs", "--resume", str(stopped)])  # fmt: skip
+        harness.main(argv("--workers", "2", "--resume", str(stopped)))
 
 
 def test_the_output_digest_ignores_order_and_sees_values() -> None:
